@@ -1,3 +1,26 @@
-"""pydeberta: DeBERTa-v2/v3 in NumPy, with Hugging Face transformers' names and numbers."""
+"""pydeberta: DeBERTa-v2/v3 in NumPy, with Hugging Face transformers' names and numbers.
+
+Switch from transformers by changing one import::
+
+    from pydeberta import DebertaV2ForMaskedLM
+    model = DebertaV2ForMaskedLM.from_pretrained("path/to/checkpoint")
+    out = model(input_ids=[[1, 7, 128000, 2]])
+"""
 
 __version__ = "0.1.0"
+
+from .config import DebertaV2Config
+from .heads import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,
+                    DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification)
+from .model import DebertaV2Model, DebertaV2PreTrainedModel
+
+__all__ = [
+    "DebertaV2Config",
+    "DebertaV2Model",
+    "DebertaV2PreTrainedModel",
+    "DebertaV2ForMaskedLM",
+    "DebertaV2ForSequenceClassification",
+    "DebertaV2ForTokenClassification",
+    "DebertaV2ForQuestionAnswering",
+    "DebertaV2ForMultipleChoice",
+]

@@ -1,0 +1,56 @@
+"""The nGiE convolution (``ConvLayer``, spec §6), used by deberta-v2-xlarge and -xxlarge.
+
+A 1-D convolution over the sequence looks at each token's ``k`` neighbours in the *embedding
+output* ``E0`` (n-gram information) and is added to the output of layer 0::
+
+    out[b, t] = bias + Σ_τ W[:, :, τ] @ E0pad[b, t + τ]      (cross-correlation, zero padding (k-1)//2)
+    out       = conv_act(out * m)                             (padded positions zeroed first)
+    Y0'       = LayerNorm(Y0 + out) * m
+
+With ``groups = g`` the channels split into ``g`` blocks that only see their own block.
+"""
+
+import numpy as np
+
+from .functional import get_activation, layer_norm
+
+
+def conv1d(x, weight, bias, groups=1):
+    """Grouped 1-D cross-correlation over the sequence axis with 'same' zero padding.
+
+    Args:
+        x: ``[B, N, C]``.
+        weight: ``[C, C/g, k]`` (PyTorch ``Conv1d`` layout), ``k`` odd.
+        bias: ``[C]``.
+    Returns:
+        ``[B, N, C]``: ``out[b, t, o] = bias[o] + Σ_τ Σ_c weight[o, c, τ] · xpad[b, t + τ, g(o)·C/g + c]``.
+    """
+    B, N, C = x.shape
+    C_out, C_in_group, k = weight.shape
+    pad = (k - 1) // 2
+    xpad = np.pad(x, ((0, 0), (pad, pad), (0, 0)))  # [B, N + 2p, C]
+    w = weight.reshape(groups, C_out // groups, C_in_group, k)  # [g, Co/g, Ci/g, k]
+    out = np.zeros((groups, B * N, C_out // groups), dtype=x.dtype)  # [g, B*N, Co/g]
+    for tau in range(k):
+        window = xpad[:, tau:tau + N, :].reshape(B * N, groups, C_in_group).transpose(1, 0, 2)  # [g, B*N, Ci/g]
+        out += window @ w[..., tau].transpose(0, 2, 1)  # [g, B*N, Co/g]
+    return out.transpose(1, 0, 2).reshape(B, N, C_out) + bias  # [B, N, C]
+
+
+def conv_layer(embedding_output, layer_output, mask, params, config, study=None):
+    """``ConvLayer``: mix the convolved embedding output into layer 0's output.
+
+    Args:
+        embedding_output: ``E0 [B, N, C]`` (padded rows already zero).
+        layer_output: ``Y0 [B, N, C]``, the output of layer 0.
+        mask: ``[B, N]`` 0/1 in the activation dtype.
+        params: ``encoder.conv`` parameters (``conv.weight``, ``conv.bias``, ``LayerNorm``).
+        study: dict receiving ``"conv_output"`` (the activated convolution, ``[B, N, C]``), or None.
+    Returns:
+        ``[B, N, C]``.
+    """
+    out = conv1d(embedding_output, **params["conv"], groups=config.conv_groups)  # [B, N, C]
+    out = get_activation(config.conv_act)(out * mask[..., None])
+    if study is not None:
+        study["conv_output"] = out
+    return layer_norm(layer_output + out, **params["LayerNorm"], eps=config.layer_norm_eps) * mask[..., None]

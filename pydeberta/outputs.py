@@ -1,0 +1,131 @@
+"""Model outputs: dataclasses with transformers' attribute names, holding NumPy arrays.
+
+As in transformers, an output is read by attribute (``out.logits``), by key (``out["logits"]``)
+or by position over the fields that are set (``out[0]``); ``to_tuple()`` gives those values.
+Every output also has a ``study`` field, set only when the model is called with
+``output_study=True`` (see :class:`StudyOutput`).
+"""
+
+from dataclasses import dataclass, fields
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+class ModelOutput:
+    """Base of the output dataclasses: attribute, key and index access, as transformers'."""
+
+    def to_tuple(self):
+        """The values of the fields that are not None, in declaration order."""
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def keys(self):
+        """Names of the fields that are not None."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{type(self).__name__} has no field {key!r} set; set fields: {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __contains__(self, key):
+        return key in self.keys()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self.keys())
+
+
+@dataclass
+class StudyOutput(ModelOutput):
+    """Intermediates for studying the model (``output_study=True``); free when not asked for.
+
+    Attributes:
+        relative_positions: int ``[N, N]``, the (bucketed) relative position ``i - j``; None
+            without relative attention.
+        rel_index: int ``[N, N]``, the relative-table row ``c(i, j)`` both relative terms read.
+        c2c, c2p, p2c: per layer, the score terms before the softmax, each ``[B, H, N, N]`` and
+            already divided by ``sqrt(D · sf)`` (their sum, masked, is what the softmax sees);
+            ``c2p``/``p2c`` entries are None when the term is off.
+        conv_output: ``[B, N, C]``, the activated nGiE convolution added to layer 0's output
+            (None without convolution).
+    """
+
+    relative_positions: Optional[np.ndarray] = None
+    rel_index: Optional[np.ndarray] = None
+    c2c: Tuple[np.ndarray, ...] = ()
+    c2p: Tuple[Optional[np.ndarray], ...] = ()
+    p2c: Tuple[Optional[np.ndarray], ...] = ()
+    conv_output: Optional[np.ndarray] = None
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    """``last_hidden_state [B, N, C]``; ``hidden_states``: L+1 arrays (embedding output first);
+    ``attentions``: L arrays ``[B, H, N, N]``."""
+
+    last_hidden_state: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    """``logits [B, N, V]``; ``loss`` (0-d) when labels were given."""
+
+    loss: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    """``logits [B, num_labels]``; ``loss`` (0-d) when labels were given."""
+
+    loss: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    """``logits [B, N, num_labels]``; ``loss`` (0-d) when labels were given."""
+
+    loss: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    """``start_logits``/``end_logits [B, N]``; ``loss`` when start and end positions were given."""
+
+    loss: Optional[np.ndarray] = None
+    start_logits: Optional[np.ndarray] = None
+    end_logits: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    """``logits [B, num_choices]``; ``loss`` when labels were given; hidden states and
+    attentions are over the flattened ``B * num_choices`` sequences, as in transformers."""
+
+    loss: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
