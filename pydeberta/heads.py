@@ -153,6 +153,8 @@ class DebertaV2ForSequenceClassification(DebertaV2PreTrainedModel):
         pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config)  # [B, C]
         logits = linear(pooled, **self.tree["classifier"])  # [B, num_labels]
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        if loss is not None and self.config.problem_type is None and self.config.num_labels == 1:
+            logits = logits.reshape(-1).astype(np.asarray(labels).dtype)  # transformers returns these, [B]
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
 
 
