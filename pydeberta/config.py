@@ -230,7 +230,11 @@ class DebertaV2Config:
     @classmethod
     def from_dict(cls, config_dict, **overrides):
         """Build a config from a ``config.json`` dictionary; ``overrides`` replace its entries."""
-        return cls(**{**copy.deepcopy(config_dict), **overrides})
+        data = copy.deepcopy(config_dict)
+        if "num_labels" in overrides and "id2label" not in overrides:  # a new label count replaces the names
+            data.pop("id2label", None)
+            data.pop("label2id", None)
+        return cls(**{**data, **overrides})
 
     @classmethod
     def from_json_file(cls, path, **overrides):

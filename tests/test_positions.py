@@ -1,0 +1,63 @@
+"""Log-bucketed relative positions: published anchors, transformers parity, properties over the whole range."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
+
+from oracle import BUCKET_PAIRS
+from pydeberta.positions import build_relative_position, make_log_bucket_position, relative_index
+
+R = np.arange(-4096, 4097)
+
+
+def test_released_anchors():
+    """Spec §4.3 anchors for (256, 512), checked by hand against the formula."""
+    b = make_log_bucket_position(np.arange(2048), 256, 512)
+    anchors = {129: 129, 131: 131, 132: 131, 133: 132, 136: 134, 140: 137, 150: 143, 160: 149, 192: 166, 200: 169,
+               256: 192, 300: 207, 384: 229, 400: 233, 450: 244, 500: 254, 505: 254, 506: 255, 511: 255, 512: 256,
+               516: 256, 517: 257, 600: 270, 1000: 317, 1024: 319, 2047: 383}
+    assert {r: int(b[r]) for r in anchors} == anchors
+    np.testing.assert_array_equal(b[:129], np.arange(129))
+    assert b.sum() == 599511 and (b ** 2).sum() == 190183053
+    small = make_log_bucket_position(np.array([64, 65, 100, 511, 512]), 128, 512)
+    assert small.tolist() == [64, 65, 78, 127, 128]
+
+
+@pytest.mark.parametrize("bucket_size,max_position", BUCKET_PAIRS + [(128, 512), (256, 1024)])
+def test_buckets_equal_transformers_over_whole_range(bucket_size, max_position):
+    ours = make_log_bucket_position(R, bucket_size, max_position)
+    theirs = hf.make_log_bucket_position(torch.tensor(R), bucket_size, max_position).numpy().astype(np.int64)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("bucket_size,max_position", BUCKET_PAIRS)
+def test_bucket_is_odd_monotone_and_identity_in_the_middle(bucket_size, max_position):
+    b = make_log_bucket_position(R, bucket_size, max_position)
+    np.testing.assert_array_equal(b, -b[::-1])  # odd
+    assert (np.diff(b) >= 0).all()  # monotone
+    mid = bucket_size // 2
+    band = np.abs(R) <= mid
+    np.testing.assert_array_equal(b[band], R[band])  # identity band
+    inside = np.abs(R) < max_position
+    assert np.abs(b[inside]).max() <= 2 * mid - 1  # the log band ends at 2 mid - 1 for |r| < max_position
+
+
+@settings(max_examples=40)
+@given(q=st.integers(1, 80), k=st.integers(1, 80), pair=st.sampled_from(BUCKET_PAIRS + [(-1, -1)]))
+def test_relative_position_equals_transformers(q, k, pair):
+    bucket_size, max_position = pair
+    ours = build_relative_position(q, k, bucket_size, max_position)
+    theirs = hf.build_relative_position(torch.zeros(q, 1), torch.zeros(k, 1), bucket_size, max_position)
+    np.testing.assert_array_equal(ours, theirs[0].numpy())
+    assert not ours.flags.writeable
+
+
+@settings(max_examples=40)
+@given(n=st.integers(1, 80), span=st.integers(1, 300))
+def test_relative_index_is_the_clamped_shifted_distance(n, span):
+    """Without buckets: c(i, j) = clip(i - j + S, 0, 2S - 1) (the off-by-one saturation of spec §5.3)."""
+    rel = np.arange(n)[:, None] - np.arange(n)[None, :]
+    np.testing.assert_array_equal(relative_index(n, n, span), np.clip(rel + span, 0, 2 * span - 1))
