@@ -1,0 +1,560 @@
+"""The elementwise and row-wise pieces of DeBERTa, as small pure NumPy functions.
+
+Every function here matches its PyTorch / Hugging Face transformers counterpart (transformers
+4.57, torch 2.13): the activations of ``transformers.activations.ACT2FN``, ``nn.Linear``,
+``nn.LayerNorm``, softmax with DeBERTa's attention mask, and the losses of the task heads.
+
+Conventions
+-----------
+* Inputs are converted with ``np.asarray``; floating dtypes are kept and anything else (ints,
+  bools) becomes float64. Outputs have the input's floating dtype: float32 in, float32 out;
+  float64 in, float64 out. (float16 runs but is not a target.)
+* ``erf`` and the activations built on it (``gelu``, ``gelu_10``, ``laplace``) and
+  ``layer_norm`` evaluate in float64 and round once to the input dtype; everything else computes
+  in the input dtype, in the same order of operations as the PyTorch code it mirrors.
+* Shape letters follow the project: ``N`` rows, ``C`` classes, ``Q``/``K`` query/key length.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "ACT2FN",
+    "bce_with_logits",
+    "cross_entropy",
+    "erf",
+    "gelu",
+    "gelu_10",
+    "gelu_fast",
+    "gelu_new",
+    "get_activation",
+    "identity",
+    "laplace",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "masked_softmax",
+    "mish",
+    "mse_loss",
+    "quick_gelu",
+    "relu",
+    "relu2",
+    "relu6",
+    "sigmoid",
+    "silu",
+    "soft_cross_entropy",
+    "softmax",
+    "swish",
+    "tanh",
+]
+
+
+def _floating(x) -> np.ndarray:
+    """``x`` as an ndarray of a floating dtype: float dtypes are kept, others become float64."""
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating):
+        return x
+    return x.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# erf
+# --------------------------------------------------------------------------------------------
+# W. J. Cody's rational Chebyshev approximations, as in his routine CALERF (SPECFUN, netlib;
+# ACM TOMS Algorithm 715, 1993). Coefficients are listed highest degree first, for _horner;
+# the denominators are monic. _horner performs the same operations in the same order as
+# CALERF's loops.
+_ERF_A = (  # numerator of erf(y)/y in z = y*y, |y| <= 0.46875
+    1.85777706184603153e-1, 3.16112374387056560e00, 1.13864154151050156e02,
+    3.77485237685302021e02, 3.20937758913846947e03,
+)
+_ERF_B = (
+    1.0, 2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+    2.84423683343917062e03,
+)
+_ERFC_C = (  # numerator of erfc(y)*exp(y*y) in y, 0.46875 < y <= 4
+    2.15311535474403846e-8, 5.64188496988670089e-1, 8.88314979438837594e00,
+    6.61191906371416295e01, 2.98635138197400131e02, 8.81952221241769090e02,
+    1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03,
+)
+_ERFC_D = (
+    1.0, 1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+    1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+    3.43936767414372164e03, 1.23033935480374942e03,
+)
+_ERFC_P = (  # numerator of the asymptotic correction in z = 1/(y*y), y > 4
+    1.63153871373020978e-2, 3.05326634961232344e-1, 3.60344899949804439e-1,
+    1.25781726111229246e-1, 1.60837851487422766e-2, 6.58749161529837803e-4,
+)
+_ERFC_Q = (
+    1.0, 2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+    6.05183413124413191e-2, 2.33520497626869185e-3,
+)
+_ERF_THRESH = 0.46875
+_ERF_XBIG = 26.543  # erfc(y) underflows to 0 in float64 beyond this (Cody's XBIG)
+_SQRPI = 5.6418958354775628695e-1  # 1/sqrt(pi)
+
+
+def _horner(coefficients, t: np.ndarray) -> np.ndarray:
+    """c[0] t^n + c[1] t^(n-1) + ... + c[n] by Horner's rule, (((c[0] t + c[1]) t + c[2]) t ...),
+    updating one buffer in place (the same arithmetic as np.polyval, without its temporaries)."""
+    result = np.full_like(t, coefficients[0])
+    for c in coefficients[1:]:
+        result *= t
+        result += c
+    return result
+
+
+def _exp_minus_square(y: np.ndarray) -> np.ndarray:
+    """exp(-y*y) without the rounding error of forming y*y: split y = s + r with s = trunc(16y)/16,
+    so s*s is exact and exp(-y*y) = exp(-s*s) * exp(-(y - s)(y + s)) (Cody's trick)."""
+    s = np.trunc(y * 16.0) / 16.0
+    return np.exp(-s * s) * np.exp(-(y - s) * (y + s))
+
+
+def erf(x) -> np.ndarray:
+    """The error function, erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, elementwise.
+
+    W. J. Cody's rational Chebyshev approximations (Cody, "Rational Chebyshev approximations
+    for the error function", Math. Comp. 23 (1969) 631-637; the routine CALERF of SPECFUN,
+    ACM TOMS Algorithm 715 (1993)), with y = |x|:
+
+    * y <= 0.46875:       erf(x)  = x * A(y^2) / B(y^2)
+    * 0.46875 < y <= 4:   erfc(y) = exp(-y^2) * C(y) / D(y)
+    * y > 4:              erfc(y) = exp(-y^2) / y * (1/sqrt(pi) - z * P(z) / Q(z)),  z = 1/y^2
+
+    and erf(x) = sign(x) * (1 - erfc(y)) in the last two ranges; exp(-y^2) is formed without
+    the rounding error of y^2 (see ``_exp_minus_square``). Measured against mpmath in float64:
+    |error| <= 2^-52 = 2.2e-16 (one ulp of 1; two ulps of values in [0.5, 1)), i.e.
+    <= 1.5e-16 * (1 + |erf(x)|). erf(+-0) = +-0, erf(+-inf) = +-1, erf(nan) = nan.
+
+    Shape: any; returns the same shape. float32 input is evaluated in float64 and rounded once.
+
+    >>> print(erf(np.array([-np.inf, -1.0, 0.0, 0.5, 2.0])))
+    [-1.         -0.84270079  0.          0.52049988  0.99532227]
+    """
+    x = _floating(x)
+    x64 = x.astype(np.float64, copy=False)
+    y = np.abs(x64)
+    out = x64.copy()  # nan stays nan: it falls in none of the three ranges below
+
+    small = y <= _ERF_THRESH
+    z = y[small] * y[small]
+    out[small] = x64[small] * _horner(_ERF_A, z) / _horner(_ERF_B, z)
+
+    middle = (y > _ERF_THRESH) & (y <= 4.0)
+    ym = y[middle]
+    erfc = _horner(_ERFC_C, ym) / _horner(_ERFC_D, ym) * _exp_minus_square(ym)
+    out[middle] = np.copysign((0.5 - erfc) + 0.5, x64[middle])
+
+    large = y > 4.0
+    yl = np.minimum(y[large], _ERF_XBIG)  # erf is +-1 beyond XBIG; keeps inf out of the sums
+    z = 1.0 / (yl * yl)
+    erfc = (_SQRPI - z * _horner(_ERFC_P, z) / _horner(_ERFC_Q, z)) / yl
+    erfc = erfc * _exp_minus_square(yl)
+    out[large] = np.copysign((0.5 - erfc) + 0.5, x64[large])
+    return out.astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Activations (transformers.activations.ACT2FN)
+# --------------------------------------------------------------------------------------------
+_SQRT1_2 = math.sqrt(0.5)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu(x) -> np.ndarray:
+    """Exact GELU: gelu(x) = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))), elementwise.
+
+    transformers' ``"gelu"`` (and ``"gelu_python"``), torch's ``F.gelu(x)``; DeBERTa's default
+    ``hidden_act``. Not the tanh approximation (that is ``gelu_new``). Evaluated in float64.
+
+    Shape: any; returns the same shape and dtype.
+
+    >>> print(gelu(np.array([-3.0, -1.0, 0.0, 1.0, 3.0])))
+    [-0.00404969 -0.15865525  0.          0.84134475  2.99595031]
+    """
+    x = _floating(x)
+    x64 = x.astype(np.float64, copy=False)
+    return (0.5 * x64 * (1.0 + erf(x64 * _SQRT1_2))).astype(x.dtype, copy=False)
+
+
+def gelu_10(x) -> np.ndarray:
+    """GELU clipped to [-10, 10]: clip(gelu(x), -10, 10) (transformers' ``"gelu_10"``).
+
+    Shape: any; returns the same shape and dtype.
+    """
+    return np.clip(gelu(x), -10, 10)
+
+
+def gelu_new(x) -> np.ndarray:
+    """Tanh approximation of GELU:
+    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), elementwise.
+
+    transformers' ``"gelu_new"`` (NewGELUActivation), ``"gelu_pytorch_tanh"`` (torch's
+    ``F.gelu(x, approximate="tanh")``), ``"gelu_python_tanh"`` and ``"gelu_accurate"``: the same
+    formula, differing only in rounding. For huge |x| the cube overflows to inf and tanh
+    saturates at +-1, as in torch; that overflow is expected and not reported.
+
+    Shape: any; returns the same shape and dtype.
+
+    >>> print(gelu_new(np.array([-1.0, 0.0, 1.0])))
+    [-0.15880801  0.          0.84119199]
+    """
+    x = _floating(x)
+    with np.errstate(over="ignore"):
+        return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))))
+
+
+def gelu_fast(x) -> np.ndarray:
+    """transformers' ``"gelu_fast"`` (FastGELUActivation), with its constants as written there:
+    0.5 * x * (1 + tanh(x * 0.7978845608 * (1 + 0.044715 * x * x))), elementwise. As in
+    ``gelu_new``, overflow of x * x for huge |x| saturates tanh and is not reported.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    with np.errstate(over="ignore"):
+        return 0.5 * x * (1.0 + np.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def sigmoid(x) -> np.ndarray:
+    """Logistic sigmoid: sigmoid(x) = 1 / (1 + exp(-x)), elementwise.
+
+    Evaluated as 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0, with e = exp(-|x|) <= 1, so
+    exp never overflows.
+
+    Shape: any; returns the same shape and dtype.
+
+    >>> print(sigmoid(np.array([-1000.0, 0.0, 1000.0])))
+    [0.  0.5 1. ]
+    """
+    x = _floating(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def quick_gelu(x) -> np.ndarray:
+    """transformers' ``"quick_gelu"``: x * sigmoid(1.702 * x), elementwise.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    return x * sigmoid(1.702 * x)
+
+
+def silu(x) -> np.ndarray:
+    """SiLU / swish: silu(x) = x * sigmoid(x), elementwise (transformers' ``"silu"``, ``"swish"``).
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    return x * sigmoid(x)
+
+
+swish = silu
+
+
+def relu(x) -> np.ndarray:
+    """relu(x) = max(x, 0), elementwise; nan stays nan.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    return np.maximum(_floating(x), 0)
+
+
+def relu2(x) -> np.ndarray:
+    """Squared ReLU: relu(x)^2, elementwise (transformers' ``"relu2"``).
+
+    Shape: any; returns the same shape and dtype.
+    """
+    return np.square(relu(x))
+
+
+def relu6(x) -> np.ndarray:
+    """relu6(x) = min(max(x, 0), 6), elementwise (torch's ``nn.ReLU6``).
+
+    Shape: any; returns the same shape and dtype.
+    """
+    return np.minimum(relu(x), 6)
+
+
+def leaky_relu(x, negative_slope: float = 0.01) -> np.ndarray:
+    """leaky_relu(x) = x if x > 0 else negative_slope * x, elementwise (torch's ``nn.LeakyReLU``;
+    transformers' ``"leaky_relu"`` uses the default slope 0.01).
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    return np.where(x > 0, x, x * negative_slope)
+
+
+def tanh(x) -> np.ndarray:
+    """Hyperbolic tangent, elementwise.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    return np.tanh(_floating(x))
+
+
+def mish(x) -> np.ndarray:
+    """Mish: x * tanh(softplus(x)), softplus(x) = log(1 + exp(x)), elementwise.
+
+    softplus is evaluated as ``np.logaddexp(0, x)``, which neither overflows nor loses the tiny
+    values for very negative x.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    return x * np.tanh(np.logaddexp(0, x))
+
+
+def identity(x) -> np.ndarray:
+    """identity(x) = x (transformers' ``"linear"`` activation).
+
+    Shape: any; returns the same shape and dtype.
+    """
+    return _floating(x)
+
+
+def laplace(x, mu: float = 0.707107, sigma: float = 0.282095) -> np.ndarray:
+    """transformers' ``"laplace"`` activation (MEGA):
+    0.5 * (1 + erf((x - mu) / (sigma * sqrt(2)))), elementwise, i.e. the normal CDF with mean mu
+    and standard deviation sigma. Evaluated in float64.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    z = (x.astype(np.float64, copy=False) - mu) / (sigma * math.sqrt(2.0))
+    return (0.5 * (1.0 + erf(z))).astype(x.dtype, copy=False)
+
+
+ACT2FN: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gelu": gelu,
+    "gelu_10": gelu_10,
+    "gelu_fast": gelu_fast,
+    "gelu_new": gelu_new,
+    "gelu_python": gelu,
+    "gelu_pytorch_tanh": gelu_new,
+    "gelu_python_tanh": gelu_new,
+    "gelu_accurate": gelu_new,
+    "laplace": laplace,
+    "leaky_relu": leaky_relu,
+    "linear": identity,
+    "mish": mish,
+    "quick_gelu": quick_gelu,
+    "relu": relu,
+    "relu2": relu2,
+    "relu6": relu6,
+    "sigmoid": sigmoid,
+    "silu": silu,
+    "swish": silu,
+    "tanh": tanh,
+}
+"""Activation functions keyed by transformers' ``ACT2FN`` names (``config.hidden_act``).
+
+Every parameter-free entry of transformers 4.57's table; ``"prelu"`` and ``"xielu"`` are left
+out because they carry learned parameters, which no DeBERTa config uses.
+"""
+
+
+def get_activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The activation function called ``name`` in ``ACT2FN`` (e.g. ``config.hidden_act``).
+
+    Raises ValueError naming the argument, its value and the accepted names when ``name`` is
+    not in ``ACT2FN``.
+
+    >>> get_activation("gelu") is gelu
+    True
+    """
+    try:
+        return ACT2FN[name]
+    except (KeyError, TypeError):
+        choices = ", ".join(repr(key) for key in ACT2FN)
+        raise ValueError(
+            f"get_activation: unknown activation name={name!r}; expected one of {choices}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Linear, LayerNorm
+# --------------------------------------------------------------------------------------------
+def linear(x, weight, bias=None) -> np.ndarray:
+    """Affine map of ``nn.Linear``: y = x @ weight.T + bias.
+
+    Shapes: x [..., in], weight [out, in] (as stored in checkpoints), bias [out] or None;
+    returns [..., out], in the promoted dtype of x and weight (x's dtype when they agree).
+
+    >>> x = np.array([[1.0, 2.0]])                 # [1, in=2]
+    >>> w = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, -1.0]])   # [out=3, in=2]
+    >>> print(linear(x, w, np.array([0.0, 0.5, 1.0])))         # [1, out=3]
+    [[ 1.   3.5 -1. ]]
+    """
+    y = _floating(x) @ np.asarray(weight).T  # [..., out]
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis, as ``nn.LayerNorm(C, eps)``:
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+
+    with mean and the biased (population) variance var = mean((x - mean)^2) taken over the last
+    axis, and eps inside the square root. Two passes (mean, then the variance of the centred
+    values) in float64, rounded once to x's dtype. DeBERTa uses eps = 1e-7.
+
+    Shapes: x [..., C], weight [C], bias [C]; returns [..., C].
+
+    >>> print(layer_norm(np.array([[1.0, 2.0, 3.0]]), np.ones(3), np.zeros(3), eps=0.0))
+    [[-1.22474487  0.          1.22474487]]
+    """
+    x = _floating(x)
+    x64 = x.astype(np.float64, copy=False)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)  # [..., C]
+    var = np.mean(centred * centred, axis=-1, keepdims=True)  # [..., 1]
+    y = centred / np.sqrt(var + eps) * weight + bias  # [..., C]
+    return y.astype(x.dtype, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax
+# --------------------------------------------------------------------------------------------
+def softmax(x, axis: int = -1) -> np.ndarray:
+    """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m) along ``axis``, m = max_j x_j.
+
+    Subtracting the maximum keeps exp from overflowing; the result is unchanged.
+
+    Shape: any; returns the same shape and dtype.
+
+    >>> print(softmax(np.array([1000.0, 1000.0, -np.inf])))
+    [0.5 0.5 0. ]
+    """
+    x = _floating(x)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis: int = -1) -> np.ndarray:
+    """log_softmax(x)_i = (x_i - m) - log(sum_j exp(x_j - m)) along ``axis``, m = max_j x_j.
+
+    Shape: any; returns the same shape and dtype.
+    """
+    x = _floating(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def masked_softmax(scores, visible) -> np.ndarray:
+    """Attention probabilities of DeBERTa (transformers >= 4.47):
+
+        probs = softmax(where(visible, scores, finfo(dtype).min), axis=-1)
+
+    Hidden keys get the most negative finite score, so in a row with at least one visible key
+    they receive exactly 0; a row with no visible key (a padded query) becomes uniform, 1/K over
+    all keys. (transformers <= 4.46 zeroed the hidden entries afterwards; 4.47+ does not.)
+
+    Shapes: scores [..., Q, K]; visible bool, broadcastable to scores (e.g. [B, 1, Q, K]
+    against [B, H, Q, K]); returns the broadcast shape, in the scores' dtype.
+
+    >>> scores = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    >>> visible = np.array([[True, True, False], [False, False, False]])
+    >>> print(masked_softmax(scores, visible).round(4))
+    [[0.2689 0.7311 0.    ]
+     [0.3333 0.3333 0.3333]]
+    """
+    scores = _floating(scores)
+    visible = np.asarray(visible)
+    if visible.dtype != np.bool_:
+        raise TypeError(f"masked_softmax: visible must be a bool array, got dtype {visible.dtype}")
+    return softmax(np.where(visible, scores, np.finfo(scores.dtype).min), axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses (mean reduction, as torch.nn.functional)
+# --------------------------------------------------------------------------------------------
+def cross_entropy(logits, labels, ignore_index: int = -100) -> np.ndarray:
+    """Mean cross-entropy, as ``F.cross_entropy(logits, labels, ignore_index=ignore_index)``:
+
+        loss = -(1/|kept|) * sum_{n in kept} log_softmax(logits[n])[labels[n]]
+
+    over the rows whose label is not ``ignore_index``. When every row is ignored the loss is
+    0/0 = nan, as in torch. A kept label outside [0, C) raises ValueError.
+
+    Shapes: logits [N, C], labels [N] integer; returns a 0-d array of the logits' dtype.
+
+    >>> print(cross_entropy(np.array([[0.0, 0.0], [5.0, 0.0]]), np.array([1, -100])))
+    0.6931471805599453
+    """
+    logits = _floating(logits)
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"cross_entropy: expected logits [N, C] and labels [N], "
+            f"got {logits.shape} and {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
+    kept = labels != ignore_index  # [N]
+    targets = labels[kept]  # [n]
+    num_classes = logits.shape[1]
+    out_of_range = (targets < 0) | (targets >= num_classes)
+    if np.any(out_of_range):
+        raise ValueError(
+            f"cross_entropy: labels must lie in [0, {num_classes}) or equal "
+            f"ignore_index={ignore_index}, got {np.unique(targets[out_of_range]).tolist()}"
+        )
+    if targets.size == 0:
+        return np.asarray(np.nan, dtype=logits.dtype)
+    log_probs = log_softmax(logits[kept])  # [n, C]
+    total = -log_probs[np.arange(targets.size), targets].sum()
+    return np.asarray(total / logits.dtype.type(targets.size), dtype=logits.dtype)
+
+
+def soft_cross_entropy(logits, probs) -> np.ndarray:
+    """Cross-entropy against soft labels, as DeBERTa's sequence-classification head computes it:
+
+        loss = mean_n( -sum_c log_softmax(logits)[n, c] * probs[n, c] )
+
+    Shapes: logits [N, C], probs [N, C]; returns a 0-d array of the promoted dtype of the two
+    (the logits' dtype when they agree), as torch.
+    """
+    per_row = -(log_softmax(logits) * _floating(probs)).sum(axis=-1)  # [N]
+    return np.asarray(per_row.mean(), dtype=per_row.dtype)
+
+
+def mse_loss(input, target) -> np.ndarray:
+    """Mean squared error, as ``F.mse_loss(input, target)``: mean((input - target)^2).
+
+    Shapes: input and target of one shape (a mismatch raises ValueError, where torch would warn
+    and broadcast); returns a 0-d array of their promoted dtype.
+    """
+    input, target = _floating(input), _floating(target)
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} differ in shape")
+    diff = input - target
+    return np.asarray(np.mean(diff * diff), dtype=diff.dtype)
+
+
+def bce_with_logits(logits, targets) -> np.ndarray:
+    """Mean binary cross-entropy on logits, as ``F.binary_cross_entropy_with_logits``:
+
+        loss = mean( max(x, 0) - x * t + log1p(exp(-|x|)) )
+
+    which equals -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))] without overflow for any
+    finite x.
+
+    Shapes: logits and targets of one shape (else ValueError, as torch); returns a 0-d array of
+    their promoted dtype.
+    """
+    x, t = _floating(logits), _floating(targets)
+    if x.shape != t.shape:
+        raise ValueError(f"bce_with_logits: logits {x.shape} and targets {t.shape} differ in shape")
+    loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    return np.asarray(np.mean(loss), dtype=loss.dtype)
