@@ -75,36 +75,31 @@ class BaseModelOutput(ModelOutput):
 
 
 @dataclass
-class MaskedLMOutput(ModelOutput):
+class LogitsOutput(ModelOutput):
+    """Fields shared by the heads that return one ``logits`` array (transformers' names)."""
+
+    loss: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None
+    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
+    attentions: Optional[Tuple[np.ndarray, ...]] = None
+    study: Optional[StudyOutput] = None
+
+
+class MaskedLMOutput(LogitsOutput):
     """``logits [B, N, V]``; ``loss`` (0-d) when labels were given."""
 
-    loss: Optional[np.ndarray] = None
-    logits: Optional[np.ndarray] = None
-    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
-    attentions: Optional[Tuple[np.ndarray, ...]] = None
-    study: Optional[StudyOutput] = None
 
-
-@dataclass
-class SequenceClassifierOutput(ModelOutput):
+class SequenceClassifierOutput(LogitsOutput):
     """``logits [B, num_labels]``; ``loss`` (0-d) when labels were given."""
 
-    loss: Optional[np.ndarray] = None
-    logits: Optional[np.ndarray] = None
-    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
-    attentions: Optional[Tuple[np.ndarray, ...]] = None
-    study: Optional[StudyOutput] = None
 
-
-@dataclass
-class TokenClassifierOutput(ModelOutput):
+class TokenClassifierOutput(LogitsOutput):
     """``logits [B, N, num_labels]``; ``loss`` (0-d) when labels were given."""
 
-    loss: Optional[np.ndarray] = None
-    logits: Optional[np.ndarray] = None
-    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
-    attentions: Optional[Tuple[np.ndarray, ...]] = None
-    study: Optional[StudyOutput] = None
+
+class MultipleChoiceModelOutput(LogitsOutput):
+    """``logits [B, num_choices]``; ``loss`` when labels were given; hidden states and
+    attentions are over the flattened ``B * num_choices`` sequences, as in transformers."""
 
 
 @dataclass
@@ -114,18 +109,6 @@ class QuestionAnsweringModelOutput(ModelOutput):
     loss: Optional[np.ndarray] = None
     start_logits: Optional[np.ndarray] = None
     end_logits: Optional[np.ndarray] = None
-    hidden_states: Optional[Tuple[np.ndarray, ...]] = None
-    attentions: Optional[Tuple[np.ndarray, ...]] = None
-    study: Optional[StudyOutput] = None
-
-
-@dataclass
-class MultipleChoiceModelOutput(ModelOutput):
-    """``logits [B, num_choices]``; ``loss`` when labels were given; hidden states and
-    attentions are over the flattened ``B * num_choices`` sequences, as in transformers."""
-
-    loss: Optional[np.ndarray] = None
-    logits: Optional[np.ndarray] = None
     hidden_states: Optional[Tuple[np.ndarray, ...]] = None
     attentions: Optional[Tuple[np.ndarray, ...]] = None
     study: Optional[StudyOutput] = None
