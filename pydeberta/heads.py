@@ -1,15 +1,14 @@
 """Task heads on top of the backbone (spec §8), their losses, and the task model classes.
 
-=================================  ===========================================  ==============================
-class                              head                                         checkpoint keys
-=================================  ===========================================  ==============================
-DebertaV2ForMaskedLM (legacy)      LN_E(act(dense(h))) @ W_emb.T + b            ``cls.predictions.*``
-DebertaV2ForMaskedLM (legacy=False) LN_C(act(dense(h))) @ W_emb.T + b           ``lm_predictions.lm_head.*``
-DebertaV2ForSequenceClassification classifier(pooler(h))                        ``pooler.dense.*``, ``classifier.*``
-DebertaV2ForTokenClassification    classifier(h)                                ``classifier.*``
-DebertaV2ForQuestionAnswering      qa_outputs(h) split into start / end         ``qa_outputs.*``
-DebertaV2ForMultipleChoice         classifier(pooler(h)) over flattened choices ``pooler.dense.*``, ``classifier.*``
-=================================  ===========================================  ==============================
+* ``DebertaV2ForMaskedLM``, legacy layout ``cls.predictions.*``:
+  ``LN_E(act(dense(h))) @ W_emb.T + b``
+* ``DebertaV2ForMaskedLM``, Microsoft's layout ``lm_predictions.lm_head.*`` (``legacy=False``):
+  ``LN_C(act(dense(h))) @ W_emb.T + b``
+* ``DebertaV2ForSequenceClassification`` (``pooler.dense.*``, ``classifier.*``): ``classifier(pooler(h))``
+* ``DebertaV2ForTokenClassification`` (``classifier.*``): ``classifier(h)`` for every token
+* ``DebertaV2ForQuestionAnswering`` (``qa_outputs.*``): ``qa_outputs(h)`` split into start / end logits
+* ``DebertaV2ForMultipleChoice`` (``pooler.dense.*``, ``classifier.*``): ``classifier(pooler(h))`` for
+  every (example, choice) sequence, one logit each
 
 ``pooler(h) = pooler_hidden_act(dense(h[:, 0]))`` (no tanh unless configured). Dropout is the
 identity at inference, so it does not appear.
