@@ -237,7 +237,7 @@ class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
             if value is None:
                 return None
             array = np.asarray(value)
-            if array.shape[:3] != (B, num_choices, N)[:array.ndim - trailing] or array.ndim != 3 + trailing:
+            if array.ndim != 3 + trailing or array.shape[:3] != (B, num_choices, N):
                 raise ValueError(f"{name} must have shape {(B, num_choices, N)}{' + (E,)' if trailing else ''}, "
                                  f"got {array.shape}")
             return array.reshape(B * num_choices, *array.shape[2:])  # [B*num_choices, N(, E)]
