@@ -1,0 +1,379 @@
+"""Forward-pass benchmark: pydeberta (each backend) against transformers eager and ONNX Runtime.
+
+One run measures, on the same random deberta-v3-base-shaped weights (hidden 768, 12 layers,
+12 heads, FFN 3072, 256 buckets, max_position 512, p2c|c2p, share_att_key, LayerNorm-ed
+relative table, no absolute positions; vocab cut to 1000) and the same thread count:
+
+* pydeberta with every backend that is available here (``cython`` when the extension is built,
+  ``numpy`` always),
+* transformers eager (``torch.inference_mode``, ``torch.set_num_threads(threads)``),
+* ONNX Runtime when ``onnxruntime`` and ``onnx`` are installed (the transformers model exported
+  once with ``torch.onnx.export`` into the cache folder, CPU provider, ``intra_op`` = threads).
+
+Time: each engine runs in its own worker process (its own BLAS / OpenMP thread pools: in one
+process, the pools of NumPy's OpenBLAS and of torch slow each other down, by ~25% for torch at
+B=1 N=128 here). After a warm-up the workers take turns call by call (``--repeats`` rounds, a
+short pause between turns so the last engine's threads are asleep), so a noisy neighbour slows
+all engines alike; medians are reported, with the ratio of each median to transformers'. Every
+engine's last hidden state is compared with transformers' (largest absolute difference).
+
+Memory: each engine runs again in a fresh subprocess (``--memory-worker``) that loads the
+model, reads its resident set size (``VmRSS``), resets the kernel's high-water mark
+(``echo 5 > /proc/self/clear_refs``), runs the forward ``--memory-calls`` times and reads the
+high-water mark (``VmHWM``). Reported: the peak increase during the forward over the loaded
+model (activations, BLAS buffers, caches built on the first call) and the process's peak total.
+tracemalloc would miss BLAS and torch buffers; RSS sees them. Linux only (``/proc``).
+
+BLAS: ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (set on some machines for old OpenBLAS
+builds) slow a current NumPy; this script removes them from its own environment before NumPy is
+imported (``--keep-blas-env`` keeps them) and prints the kernel OpenBLAS runs (threadpoolctl).
+
+Usage::
+
+    python benchmarks/bench_model.py                       # the three shapes, every engine
+    python benchmarks/bench_model.py --shapes 1x128 --repeats 5 --engines pydeberta-cython,transformers
+    python benchmarks/bench_model.py --json results.json   # also write the figures
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ENGINES = ("pydeberta-cython", "pydeberta-numpy", "transformers", "onnxruntime")
+BASE_CONFIG = dict(
+    vocab_size=1000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+    hidden_act="gelu", max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
+    relative_attention=True, position_buckets=256, max_relative_positions=-1, pos_att_type="p2c|c2p",
+    share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False,
+)
+SEED = 0
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default="1x128,8x128,1x512", help="comma-separated BxN (default: %(default)s)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ", ".join(ENGINES))
+    parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per engine and shape (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
+    parser.add_argument("--memory-calls", type=int, default=2, help="forward calls in each memory subprocess")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--cache-dir", default=os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                                             "pydeberta", "bench"),
+                        help="weights and ONNX export are kept here (default: %(default)s)")
+    parser.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
+    parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--pause", type=float, default=0.3, help="seconds between two engines' turns (default: %(default)s)")
+    parser.add_argument("--worker", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-worker", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
+    args.engines = [e.strip() for e in args.engines.split(",")]
+    unknown = set(args.engines) - set(ENGINES)
+    if unknown:
+        parser.error(f"--engines: unknown {sorted(unknown)}; expected names from {list(ENGINES)}")
+    return args
+
+
+ARGS = parse_args()
+# Before NumPy, torch or ONNX Runtime load their thread pools and BLAS kernels.
+if not ARGS.keep_blas_env:
+    for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        os.environ.pop(_name, None)
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------ weights
+def model_folder(cache_dir):
+    """A folder with ``config.json`` + ``model.safetensors`` of the random model (made once)."""
+    folder = os.path.join(cache_dir, "deberta-v3-base-shaped-v1000-seed0")
+    if not os.path.exists(os.path.join(folder, "model.safetensors")):
+        import torch
+        import transformers
+
+        torch.manual_seed(SEED)
+        model = transformers.DebertaV2Model(transformers.DebertaV2Config(**BASE_CONFIG)).eval()
+        model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def onnx_path(cache_dir, folder):
+    """``model.onnx`` exported once from the transformers model in ``folder``."""
+    path = os.path.join(cache_dir, "deberta-v3-base-shaped-v1000-seed0.onnx")
+    if not os.path.exists(path):
+        import warnings
+
+        import torch
+        import transformers
+
+        model = transformers.DebertaV2Model.from_pretrained(folder).eval()
+        ids = torch.randint(0, BASE_CONFIG["vocab_size"], (1, 16))
+        dynamic = {"input_ids": {0: "B", 1: "N"}, "attention_mask": {0: "B", 1: "N"},
+                   "last_hidden_state": {0: "B", 1: "N"}}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (ids, torch.ones_like(ids)), path + ".tmp", input_names=["input_ids", "attention_mask"],
+                              output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17, dynamo=False)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ engines
+def available_pydeberta_backends():
+    """The pydeberta backends that can run here (``numpy`` always)."""
+    try:
+        from pydeberta import _backend
+    except ImportError:  # before the dispatcher existed
+        return ["numpy"]
+    return list(_backend.available_backends())
+
+
+def backend_context(backend):
+    """``pydeberta._backend.use_backend(backend)``; a no-op before the dispatcher existed."""
+    try:
+        from pydeberta._backend import use_backend
+    except ImportError:
+        return contextlib.nullcontext()
+    return use_backend(backend)
+
+
+def load_engine(name, folder, cache_dir, threads):
+    """``(forward(ids, mask) -> last_hidden_state ndarray, note)``, or ``(None, reason)``."""
+    if name.startswith("pydeberta-"):
+        backend = name.split("-", 1)[1]
+        if backend not in available_pydeberta_backends():
+            return None, f"backend {backend!r} not available here"
+        import pydeberta
+
+        model = pydeberta.DebertaV2Model.from_pretrained(folder)
+
+        def forward(ids, mask):
+            with backend_context(backend):
+                return model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return forward, ""
+    if name == "transformers":
+        import torch
+        import transformers
+
+        torch.set_num_threads(threads)
+        model = transformers.DebertaV2Model.from_pretrained(folder).eval()
+
+        def forward(ids, mask):
+            with torch.inference_mode():
+                return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+        return forward, f"torch {torch.__version__}, transformers {transformers.__version__}"
+    if name == "onnxruntime":
+        try:
+            import onnx  # noqa: F401  (torch.onnx.export needs it)
+            import onnxruntime as ort
+        except ImportError as exc:
+            return None, f"not installed ({exc.name})"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(onnx_path(cache_dir, folder), options, providers=["CPUExecutionProvider"])
+
+        def forward(ids, mask):
+            return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        return forward, f"onnxruntime {ort.__version__}"
+    raise ValueError(f"engine: unknown {name!r}")
+
+
+def inputs(B, N):
+    rng = np.random.default_rng(1)
+    return rng.integers(0, BASE_CONFIG["vocab_size"], (B, N)).astype(np.int64), np.ones((B, N), np.int64)
+
+
+# ------------------------------------------------------------------------------------------ workers
+def timing_worker(args):
+    """Subprocess body: load one engine, then answer JSON commands on stdin, one per line.
+
+    ``{"B", "N", "calls", "save"}`` runs ``calls`` forwards and answers their times in seconds;
+    with ``save`` the last output is written there (``.npy``) for the comparison.
+    """
+    folder = model_folder(args.cache_dir)
+    forward, note = load_engine(args.worker, folder, args.cache_dir, args.threads)
+    print(json.dumps({"ok": forward is not None, "note": note}), flush=True)
+    if forward is None:
+        return
+    for line in sys.stdin:
+        command = json.loads(line)
+        ids, mask = inputs(command["B"], command["N"])
+        times = []
+        for _ in range(command["calls"]):
+            start = time.perf_counter()
+            out = forward(ids, mask)
+            times.append(time.perf_counter() - start)
+        if command.get("save"):
+            np.save(command["save"], out)
+        print(json.dumps({"times": times}), flush=True)
+
+
+class Worker:
+    """The parent's handle on one timing worker process."""
+
+    def __init__(self, engine, args):
+        command = [sys.executable, os.path.abspath(__file__), "--worker", engine] + common_flags(args)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env=os.environ.copy())
+        self.engine = engine
+        hello = self.process.stdout.readline()
+        if not hello:
+            raise RuntimeError(f"{engine}: worker died while loading (see its stderr above)")
+        hello = json.loads(hello)
+        self.ok, self.note = hello["ok"], hello["note"]
+
+    def run(self, B, N, calls, save=None):
+        self.process.stdin.write(json.dumps({"B": B, "N": N, "calls": calls, "save": save}) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"{self.engine}: worker died at B={B} N={N} (see its stderr above)")
+        return json.loads(answer)["times"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def common_flags(args):
+    flags = ["--threads", str(args.threads), "--cache-dir", args.cache_dir, "--memory-calls", str(args.memory_calls)]
+    return flags + (["--keep-blas-env"] if args.keep_blas_env else [])
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def memory_worker(args):
+    """Subprocess body: load one engine, run it, print its RSS figures as JSON."""
+    B, N = (int(v) for v in args.shape.split("x"))
+    folder = model_folder(args.cache_dir)
+    forward, note = load_engine(args.memory_worker, folder, args.cache_dir, args.threads)
+    ids, mask = inputs(B, N)
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    for _ in range(args.memory_calls):
+        forward(ids, mask)
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"loaded_mib": before / 1024, "peak_mib": peak / 1024, "forward_mib": (peak - before) / 1024}))
+
+
+def measure_memory(engine, B, N, args):
+    command = [sys.executable, os.path.abspath(__file__), "--memory-worker", engine, "--shape", f"{B}x{N}"] + common_flags(args)
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ report
+def environment():
+    info = {"threads": ARGS.threads, "loadavg": os.getloadavg()[0], "numpy": np.__version__,
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)")}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [f"{p['internal_api']} {p.get('version')} {p.get('architecture', '')} x{p['num_threads']}"
+                        for p in threadpool_info() if p["user_api"] == "blas"]
+    except ImportError:
+        info["blas"] = ["(threadpoolctl not installed)"]
+    try:
+        import pydeberta  # noqa: F401  (registers the twins)
+        from pydeberta._backend import backend_info
+
+        info["pydeberta_backend"] = backend_info()
+    except ImportError:
+        info["pydeberta_backend"] = "numpy only (no dispatcher)"
+    return info
+
+
+def main(args):
+    folder = model_folder(args.cache_dir)
+    if "onnxruntime" in args.engines:
+        try:
+            onnx_path(args.cache_dir, folder)
+        except ImportError:
+            pass  # the worker reports it as not installed
+    workers = {}
+    for name in args.engines:
+        worker = Worker(name, args)
+        print(f"  {name:18s} {'ok' if worker.ok else 'SKIPPED'} {worker.note}", flush=True)
+        if worker.ok:
+            workers[name] = worker
+        else:
+            worker.close()
+    env = environment()
+    print("environment:", json.dumps(env, default=str), flush=True)
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for B, N in args.shapes:
+            saved = {name: os.path.join(tmp, f"{name}-{B}x{N}.npy") for name in workers}
+            for name, worker in workers.items():
+                worker.run(B, N, args.warmup, save=saved[name])
+                time.sleep(args.pause)
+            times = {name: [] for name in workers}
+            for _ in range(args.repeats):
+                for name, worker in workers.items():
+                    times[name] += worker.run(B, N, 1)
+                    time.sleep(args.pause)
+            reference = np.load(saved["transformers"]) if "transformers" in workers else None
+            rows = []
+            for name in workers:
+                rows.append({"B": B, "N": N, "engine": name, "median_ms": float(np.median(times[name])) * 1e3,
+                             "min_ms": min(times[name]) * 1e3, "times_ms": [t * 1e3 for t in times[name]],
+                             "max_abs_diff": None if reference is None else
+                             float(np.abs(np.load(saved[name]) - reference).max())})
+            base = next((r["median_ms"] for r in rows if r["engine"] == "transformers"), None)
+            for r in rows:
+                r["ratio"] = None if base is None else r["median_ms"] / base
+            if not args.no_memory:
+                for r in rows:
+                    r.update(measure_memory(r["engine"], B, N, args))
+            results += rows
+            print_table(rows)
+    for worker in workers.values():
+        worker.close()
+    env["loadavg_end"] = os.getloadavg()[0]
+    print(f"load average (1 min) at start {env['loadavg']:.2f}, at end {env['loadavg_end']:.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "results": results}, f, indent=1, default=str)
+
+
+def print_table(rows):
+    B, N = rows[0]["B"], rows[0]["N"]
+    print(f"\nB={B} N={N}")
+    print(f"  {'engine':18s} {'median ms':>10s} {'min ms':>9s} {'x transformers':>15s} {'fwd peak MiB':>13s} "
+          f"{'total peak MiB':>15s} {'max |diff|':>10s}")
+    for r in rows:
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
+        fwd = f"{r['forward_mib']:.0f}" if "forward_mib" in r else r.get("error", "-")
+        total = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
+        diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        print(f"  {r['engine']:18s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {fwd:>13s} {total:>15s} {diff:>10s}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    if ARGS.worker:
+        timing_worker(ARGS)
+    elif ARGS.memory_worker:
+        memory_worker(ARGS)
+    else:
+        main(ARGS)
