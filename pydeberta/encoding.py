@@ -63,7 +63,7 @@ class TokenSequence:
 
     __slots__ = ("ids", "offsets", "_word_ids", "_segment_starts", "_word_start_table")
 
-    def __init__(self, ids, offsets=None, word_ids=None, segment_starts=(), word_start_table=b""):
+    def __init__(self, ids, offsets=None, word_ids=None, segment_starts=(0,), word_start_table=b""):
         self.ids = ids
         self.offsets = offsets
         self._word_ids = word_ids
