@@ -254,8 +254,10 @@ def test_fast_encodes_a_batch_in_one_sentencepiece_call(fast, monkeypatch):
 
     monkeypatch.setattr(fast._sp, "encode", counting_encode)
     texts = [f"sentence number {i} [MASK] with a special token" for i in range(50)]
-    fast(texts, texts)
+    ids = fast(texts, texts)["input_ids"]
     assert len(calls) == 1 and len(calls[0]) == 200  # 2 chunks per text, texts and pairs
+    monkeypatch.setattr(fast, "num_threads", 1)
+    assert fast(texts, texts)["input_ids"] == ids
 
 
 # ---------------------------------------------------------------------------------- decode
