@@ -701,21 +701,23 @@ class _DebertaV2TokenizerBase:
         :meth:`convert_tokens_to_string`; ``clean_up_tokenization_spaces`` (default: the
         tokenizer's, False) removes spaces before punctuation."""
         tokens = self.convert_ids_to_tokens(_token_id_list(token_ids, "token_ids"), skip_special_tokens)
-        special = self.all_special_tokens
-        plain_added = (set(self._added_tokens) - set(special)) | {
+        special = set(self.all_special_tokens)
+        plain_added = (set(self._added_tokens) - special) | {
             token for token in self.additional_special_tokens if self._token_to_id(token) >= self.vocab_size}
         texts, run = [], []
         for token in tokens:
+            if skip_special_tokens and token in special:  # also "[UNK]" read from an id past the vocabulary
+                continue
             if token in plain_added:
-                if run:
+                if run and self.convert_tokens_to_string(run):
                     texts.append(self.convert_tokens_to_string(run))
-                    run = []
                 texts.append(token)
+                run = []
             else:
                 run.append(token)
         if run:
             texts.append(self.convert_tokens_to_string(run))
-        text = (" " if spaces_between_special_tokens else "").join(text for text in texts if text)
+        text = (" " if spaces_between_special_tokens else "").join(texts)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         return clean_up_tokenization(text) if clean_up_tokenization_spaces else text

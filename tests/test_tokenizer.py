@@ -294,6 +294,7 @@ def test_decode_spacing_around_special_tokens_follows_transformers_slow(slow):
     assert slow.decode(ids) == "[CLS] Hello[MASK] world. Ok?[SEP]"
     assert slow.decode(ids, skip_special_tokens=True) == "Hello world. Ok?"
     assert slow.decode([12018, 128050, 447]) == "hello[UNK]world"  # ids past the vocabulary read as [UNK]
+    assert slow.decode([12018, 128050, 447], skip_special_tokens=True) == "hello world"
     assert slow.convert_tokens_to_string(["▁a", "<0xE9>", "<0xBE>", "<0x98>"]) == "a龘"
 
 
@@ -538,6 +539,21 @@ def test_transformers_reads_the_folder_we_save(tmp_path, v3_folder):
     again = DebertaV2Tokenizer.from_pretrained(tmp_path)
     assert again.init_kwargs == {"vocab_type": "spm"} and again.split_by_punct
     assert again(text)["input_ids"] == ours(text)["input_ids"]
+
+
+def test_added_tokens_from_transformers_split_and_decode_alike(tmp_path, v3_folder):
+    hf = transformers.DebertaV2Tokenizer.from_pretrained(v3_folder)
+    hf.add_tokens(["<extra>", "new_word"])
+    hf.add_special_tokens({"additional_special_tokens": ["<special>"]})
+    hf.save_pretrained(tmp_path)
+    ours = DebertaV2TokenizerFast.from_pretrained(tmp_path)
+    assert len(ours) == len(hf) == 128004 and ours.get_added_vocab() == hf.get_added_vocab()
+    assert ours.all_special_tokens == hf.all_special_tokens
+    text = "a<extra>b new_word [MASK]<special> c"
+    ids = hf(text)["input_ids"]
+    assert ours(text)["input_ids"] == ids
+    for skip in (False, True):
+        assert ours.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip)
 
 
 def test_save_vocabulary_writes_the_sentencepiece_model(tmp_path, slow):
