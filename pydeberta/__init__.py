@@ -9,10 +9,13 @@ Switch from transformers by changing one import::
 
 __version__ = "0.1.0"
 
+from .checkpoint import CheckpointError, UnsafeCheckpointError
 from .config import DebertaV2Config
+from .encoding import BatchEncoding
 from .heads import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,
                     DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification)
 from .model import DebertaV2Model, DebertaV2PreTrainedModel
+from .tokenizer import DebertaV2Tokenizer, DebertaV2TokenizerFast
 
 __all__ = [
     "DebertaV2Config",
@@ -23,4 +26,9 @@ __all__ = [
     "DebertaV2ForTokenClassification",
     "DebertaV2ForQuestionAnswering",
     "DebertaV2ForMultipleChoice",
+    "DebertaV2Tokenizer",
+    "DebertaV2TokenizerFast",
+    "BatchEncoding",
+    "CheckpointError",
+    "UnsafeCheckpointError",
 ]
