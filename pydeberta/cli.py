@@ -1,0 +1,302 @@
+"""The ``pydeberta`` command: run a task pipeline, inspect a checkpoint, draw attention.
+
+::
+
+    pydeberta fill-mask "Beautiful is better than [MASK]."
+    pydeberta classify --model FOLDER "I loved it."            (pairs: --pair "second text")
+    pydeberta zero-shot --model NLI_FOLDER --labels sports,politics "The match ended 2-2."
+    pydeberta ner --model NER_FOLDER "Ada Lovelace was born in London."
+    pydeberta qa --model QA_FOLDER --question "Where?" --context "Ada was born in London."
+    pydeberta inspect pydeberta/tiny
+    pydeberta attention pydeberta/tiny "The cat sat." --layer 0 --head 1 --out fig.png
+
+Texts come from the arguments, else from ``--file`` (one text per line, or JSON lines whose
+objects carry ``text``/``text_pair`` or ``question``/``context``), else from standard input.
+Output is human-readable; ``--json`` prints one JSON document per input line instead. Every
+failure is one line on standard error and a non-zero exit status, never a traceback.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+DEFAULT_MODEL = "pydeberta/tiny"
+
+# task -> (pipeline task, the model classes whose head fits it, as in config.json "architectures")
+TASKS = {
+    "fill-mask": ("fill-mask", ("DebertaV2ForMaskedLM",)),
+    "classify": ("text-classification", ("DebertaV2ForSequenceClassification",)),
+    "zero-shot": ("zero-shot-classification", ("DebertaV2ForSequenceClassification",)),
+    "ner": ("token-classification", ("DebertaV2ForTokenClassification",)),
+    "qa": ("question-answering", ("DebertaV2ForQuestionAnswering",)),
+}
+
+
+class CommandError(Exception):
+    """A problem to report in one line (exit status 1)."""
+
+
+# --------------------------------------------------------------------------- inputs
+def read_inputs(args):
+    """The inputs of one run: a list of str (or dicts for pairs and QA) from args, file or stdin."""
+    if args.command == "qa" and (args.question or args.context):
+        if not (args.question and args.context):
+            raise CommandError("qa needs both --question and --context (or a --file of JSON lines)")
+        return [{"question": args.question, "context": args.context}]
+    if args.texts:
+        lines = list(args.texts)
+    elif args.file:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                lines = [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as exc:
+            raise CommandError(f"cannot read --file {args.file}: {exc.strerror}") from None
+    elif not sys.stdin.isatty():
+        lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    else:
+        raise CommandError(f"{args.command}: give texts as arguments, --file FILE, or on standard input")
+    inputs = [parse_line(line, args.command) for line in lines]
+    if args.command == "classify" and args.pair is not None:
+        inputs = [{"text": x, "text_pair": args.pair} if isinstance(x, str) else x for x in inputs]
+    if not inputs:
+        raise CommandError(f"{args.command}: no input text")
+    return inputs
+
+
+def parse_line(line, command):
+    """A line is plain text, or a JSON object (``text``/``text_pair``, ``question``/``context``)."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        try:
+            record = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"invalid JSON line {stripped[:40]!r}: {exc.msg}") from None
+        if command == "qa":
+            if not {"question", "context"} <= set(record):
+                raise CommandError(f"qa JSON lines need 'question' and 'context', got keys {sorted(record)}")
+            return {"question": record["question"], "context": record["context"]}
+        if "text" not in record:
+            raise CommandError(f"JSON lines need a 'text' key, got keys {sorted(record)}")
+        return {"text": record["text"], "text_pair": record["text_pair"]} if "text_pair" in record else record["text"]
+    if command == "qa":
+        raise CommandError("qa reads JSON lines with 'question' and 'context' from --file or standard input")
+    return line
+
+
+# --------------------------------------------------------------------------- models
+def load_pipeline(args):
+    """The task's pipeline on ``--model`` (default: the bundled model), after checking its head fits."""
+    from .checkpoint import resolve_model_folder
+    from .config import DebertaV2Config
+    from .pipelines import pipeline
+
+    task, classes = TASKS[args.command]
+    name = args.model or DEFAULT_MODEL
+    folder = resolve_model_folder(name)
+    architectures = getattr(DebertaV2Config.from_pretrained(folder), "architectures", None) or []
+    if not set(architectures) & set(classes):
+        raise CommandError(
+            f"{args.command}: model {name!r} is a {', '.join(architectures) or 'model without a task head'}; "
+            f"this task needs a {' or '.join(classes)} checkpoint (pass --model FOLDER)")
+    return pipeline(task, model=folder, batch_size=args.batch_size)
+
+
+def task_options(args):
+    """Per-call pipeline options from the command line."""
+    options = {}
+    if getattr(args, "top_k", None) is not None:
+        options["top_k"] = args.top_k
+    if args.command == "fill-mask" and args.targets:
+        options["targets"] = args.targets.split(",")
+    if args.command == "classify" and args.function_to_apply:
+        options["function_to_apply"] = args.function_to_apply
+    if args.command == "zero-shot":
+        options["candidate_labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
+        options["multi_label"] = args.multi_label
+        if args.template:
+            options["hypothesis_template"] = args.template
+    if args.command == "ner":
+        options["aggregation_strategy"] = args.aggregation
+    return options
+
+
+# --------------------------------------------------------------------------- output
+def format_result(command, item, result):
+    """Human-readable lines for one input's result."""
+    if command == "fill-mask":
+        groups = result if result and isinstance(result[0], list) else [result]
+        lines = []
+        for mask_index, group in enumerate(groups):
+            if len(groups) > 1:
+                lines.append(f"mask {mask_index + 1}:")
+            lines += [f"  {r['score']:.4f}  {r['token_str']!s:<15} {r['sequence']}" for r in group]
+        return lines
+    if command == "classify":
+        results = result if isinstance(result, list) else [result]
+        return [f"  {r['label']:<20} {r['score']:.4f}" for r in results]
+    if command == "zero-shot":
+        return [f"  {label:<20} {score:.4f}" for label, score in zip(result["labels"], result["scores"])]
+    if command == "ner":
+        key = "entity_group" if result and "entity_group" in result[0] else "entity"
+        return [f"  {r[key]:<10} {r['score']:.4f}  {r['word']!s:<20} [{r['start']}:{r['end']}]" for r in result] \
+            or ["  (no entities)"]
+    answers = result if isinstance(result, list) else [result]
+    return [f"  {a['score']:.4f}  {a['answer']!r} [{a['start']}:{a['end']}]" for a in answers]
+
+
+def run_task(args):
+    """Run a task command over its inputs, printing as they complete."""
+    inputs = read_inputs(args)
+    pipe = load_pipeline(args)
+    options = task_options(args)
+    show_progress = bool(args.file) and sys.stderr.isatty() or args.progress
+    for index, item in enumerate(inputs):
+        result = pipe(**item, **options) if args.command == "qa" else pipe(item, **options)
+        if args.json:
+            print(json.dumps({"input": item, "result": result}, ensure_ascii=False))
+        else:
+            print(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+            print("\n".join(format_result(args.command, item, result)))
+        if show_progress:
+            print(f"\r{index + 1}/{len(inputs)}", end="" if index + 1 < len(inputs) else "\n",
+                  file=sys.stderr, flush=True)
+
+
+def run_inspect(args):
+    """Print a checkpoint's architecture and where its parameters are."""
+    from ._backend import backend_info
+    from .checkpoint import read_state_dict, resolve_model_folder
+    from .config import DebertaV2Config
+
+    folder = resolve_model_folder(args.model)
+    config = DebertaV2Config.from_pretrained(folder)
+    state = read_state_dict(folder)
+    groups = {"embeddings": 0, "encoder": 0, "head": 0}
+    for key, value in state.items():
+        bare = key[len("deberta."):] if key.startswith("deberta.") else key
+        group = bare.split(".", 1)[0] if bare.split(".", 1)[0] in ("embeddings", "encoder") else "head"
+        groups[group] += int(np.prod(value.shape))
+    total = sum(groups.values())
+    stored = sorted({str(v.dtype) for v in state.values()})
+    info = {
+        "model": str(args.model), "folder": str(folder),
+        "architectures": getattr(config, "architectures", None) or ["(none recorded)"],
+        "layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+        "heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
+        "vocab_size": config.vocab_size, "embedding_size": config.embedding_size,
+        "relative_attention": config.relative_attention, "position_buckets": config.position_buckets,
+        "pos_att_type": sorted(config.pos_att), "share_att_key": config.share_att_key,
+        "conv_kernel_size": config.conv_kernel_size,
+        "parameters": {**groups, "total": total},
+        "checkpoint_dtype_loaded_as": stored, "compute_dtype": "float32 (float64 with dtype=np.float64)",
+        "backend": backend_info(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "parameters":
+            print(f"{'parameters':<{width}}  {total:,} in all")
+            for group in ("embeddings", "encoder", "head"):
+                print(f"{'':<{width}}    {group:<11} {groups[group]:>13,}  ({100 * groups[group] / max(total, 1):.1f}%)")
+        else:
+            print(f"{key:<{width}}  {value}")
+
+
+def run_attention(args):
+    """Draw one head's attention and its c2c / c2p / p2c score terms for a text."""
+    try:
+        from .viz import plot_attention_terms
+    except ImportError as exc:
+        raise CommandError(f"attention needs matplotlib: pip install 'pydeberta[viz]' ({exc})") from None
+    from .checkpoint import resolve_model_folder
+    from .model import DebertaV2Model
+    from .tokenizer import DebertaV2TokenizerFast
+
+    folder = resolve_model_folder(args.model)
+    tokenizer = DebertaV2TokenizerFast.from_pretrained(folder)
+    model = DebertaV2Model.from_pretrained(folder)
+    if not 0 <= args.layer < model.config.num_hidden_layers:
+        raise CommandError(f"--layer must lie in [0, {model.config.num_hidden_layers}), got {args.layer}")
+    if not 0 <= args.head < model.config.num_attention_heads:
+        raise CommandError(f"--head must lie in [0, {model.config.num_attention_heads}), got {args.head}")
+    enc = tokenizer(args.text, return_tensors="np")
+    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True,
+                output_study=True)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    fig, _ = plot_attention_terms(out, tokens, layer=args.layer, head=args.head)
+    fig.savefig(args.out, dpi=args.dpi, bbox_inches="tight")
+    print(f"wrote {args.out}")
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser():
+    """The argument parser of the ``pydeberta`` command."""
+    parser = argparse.ArgumentParser(prog="pydeberta", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def task_parser(name, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("texts", nargs="*", help="input texts (else --file, else standard input)")
+        p.add_argument("--model", help=f"checkpoint folder, hub id or bundled name (default {DEFAULT_MODEL})")
+        p.add_argument("--file", help="read inputs from FILE: one text per line, or JSON lines")
+        p.add_argument("--json", action="store_true", help="print one JSON document per input")
+        p.add_argument("--batch-size", type=int, default=8, help="model rows per call (default 8)")
+        p.add_argument("--progress", action="store_true", help="show progress on standard error")
+        return p
+
+    p = task_parser("fill-mask", "predict the [MASK] tokens")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--targets", help="comma-separated candidate words")
+    p = task_parser("classify", "text (pair) classification")
+    p.add_argument("--pair", help="second text of a pair (cross-encoders, NLI)")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--function-to-apply", choices=["softmax", "sigmoid", "none"])
+    p = task_parser("zero-shot", "zero-shot classification with an NLI model")
+    p.add_argument("--labels", required=True, help="comma-separated candidate labels")
+    p.add_argument("--template", help="hypothesis template, default 'This example is {}.'")
+    p.add_argument("--multi-label", action="store_true")
+    p = task_parser("ner", "token classification / named entities")
+    p.add_argument("--aggregation", default="simple", choices=["none", "simple", "first", "average", "max"])
+    p = task_parser("qa", "extractive question answering")
+    p.add_argument("--question")
+    p.add_argument("--context")
+    p.add_argument("--top-k", type=int)
+
+    p = sub.add_parser("inspect", help="architecture and parameter counts of a checkpoint")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("attention", help="heatmaps of one head's attention and its c2c/c2p/p2c terms")
+    p.add_argument("model")
+    p.add_argument("text")
+    p.add_argument("--layer", type=int, default=0)
+    p.add_argument("--head", type=int, default=0)
+    p.add_argument("--out", default="attention.png")
+    p.add_argument("--dpi", type=int, default=120)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``pydeberta`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "inspect":
+            run_inspect(args)
+        elif args.command == "attention":
+            run_attention(args)
+        else:
+            run_task(args)
+    except (CommandError, FileNotFoundError, ValueError, TypeError, OSError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"pydeberta {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
