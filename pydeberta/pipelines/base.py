@@ -1,0 +1,138 @@
+"""What every task pipeline shares: options, and running the model over rows in padded batches.
+
+A pipeline call has three steps, as in transformers:
+
+1. **preprocess** -- the task turns its inputs into *rows*, one model input sequence each (a text;
+   a premise/hypothesis pair of zero-shot; a window of a long question-answering context), as
+   lists from the tokenizer (``input_ids``, ``token_type_ids``, ``attention_mask``, plus whatever
+   the task needs later: offsets, special-token masks ...);
+2. **forward** -- :meth:`Pipeline.run_model` runs the model over the rows ``batch_size`` at a
+   time: the rows of a batch are right-padded to the longest one (pad id, attention mask 0,
+   token type 0), and after the call each row's per-token outputs are cut back to its own length;
+3. **postprocess** -- the task turns each input's rows' outputs into transformers' result dicts.
+
+Padding is masked out by attention, so a row's outputs equal those of a batch of one (to float
+rounding) and post-processing never sees padding: results do not depend on ``batch_size``.
+transformers pads the same way and makes its post-processing skip the padding instead.
+
+Options (``top_k``, ``targets`` ...) may be given when the pipeline is built and again, winning,
+at call time; each task lists its options with their defaults in ``DEFAULTS``.
+"""
+
+import numpy as np
+
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+#: transformers treats a ``model_max_length`` above this as "no limit" (``LARGE_INTEGER``).
+NO_LIMIT = int(1e20)
+
+
+def pad_batch(rows, pad_id):
+    """The model inputs of ``rows`` as int64 ``[B, N]`` arrays, right-padded to the longest row.
+
+    >>> pad_batch([{"input_ids": [1, 7, 2], "token_type_ids": [0, 0, 0], "attention_mask": [1, 1, 1]},
+    ...            {"input_ids": [1, 2], "token_type_ids": [0, 0], "attention_mask": [1, 1]}], 0)["input_ids"]
+    array([[1, 7, 2],
+           [1, 2, 0]])
+    """
+    N = max(len(row["input_ids"]) for row in rows)
+    batch = {}
+    for name, filler in zip(MODEL_INPUTS, (pad_id, 0, 0)):
+        array = np.full((len(rows), N), filler, dtype=np.int64)  # [B, N]
+        for i, row in enumerate(rows):
+            array[i, :len(row[name])] = row[name]
+        batch[name] = array
+    return batch
+
+
+def check_positive_int(name, value, allow_none=False):
+    """``value`` if it is an int >= 1 (or None when allowed); a clear error otherwise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)
+
+
+def truncation_limit(tokenizer):
+    """The tokenizer's ``model_max_length``, or None when it sets no limit (transformers' default)."""
+    limit = tokenizer.model_max_length
+    return None if limit is None or limit > NO_LIMIT else int(limit)
+
+
+def split_rows(encoding, columns):
+    """The rows of a batched tokenizer result as a list of dicts holding ``columns``."""
+    return [dict(zip(columns, values)) for values in zip(*(encoding[name] for name in columns))]
+
+
+class Pipeline:
+    """Base of the task pipelines: a model, its tokenizer, a batch size and default options.
+
+    Subclasses set ``task`` (transformers' name), ``model_class`` (the head the task needs),
+    ``DEFAULTS`` (option -> default), ``outputs`` (the model output fields post-processing reads)
+    and ``per_token`` (whether those fields have a sequence axis), and implement ``__call__``.
+    """
+
+    task = None
+    model_class = None
+    DEFAULTS = {}
+    outputs = ("logits",)
+    per_token = True
+    needs_offsets = False
+
+    def __init__(self, model, tokenizer, batch_size=1, **options):
+        """Check that the model has the task's head and the tokenizer what the task needs.
+
+        Args:
+            model: an instance of ``model_class``.
+            tokenizer: a pydeberta tokenizer (``DebertaV2TokenizerFast`` where offsets are needed).
+            batch_size: rows per model call.
+            **options: the task's options (see ``DEFAULTS``), used when a call does not give them.
+        """
+        if not isinstance(model, self.model_class):
+            raise TypeError(f"the {self.task!r} pipeline needs a {self.model_class.__name__}, "
+                            f"got {type(model).__name__}")
+        if tokenizer is None or not hasattr(tokenizer, "pad_token_id"):
+            raise TypeError(f"the {self.task!r} pipeline needs a pydeberta tokenizer, got {type(tokenizer).__name__}")
+        if self.needs_offsets and not getattr(tokenizer, "is_fast", False):
+            raise ValueError(f"the {self.task!r} pipeline needs character offsets: pass a DebertaV2TokenizerFast, "
+                             f"not a {type(tokenizer).__name__}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.options = self.check_options(options)
+
+    def check_options(self, options):
+        """Validate ``options`` (a dict) and return them normalised; subclasses check values."""
+        unknown = sorted(set(options) - set(self.DEFAULTS))
+        if unknown:
+            raise TypeError(f"the {self.task!r} pipeline has no option {', '.join(map(repr, unknown))}; "
+                            f"its options are {sorted(self.DEFAULTS)}")
+        return dict(options)
+
+    def settings(self, batch_size, options):
+        """The batch size and full options of one call: call-time values over the pipeline's
+        own, over ``DEFAULTS``."""
+        batch_size = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
+        return batch_size, {**self.DEFAULTS, **self.options, **self.check_options(options)}
+
+    def run_model(self, rows, batch_size):
+        """Run the model over ``rows``, ``batch_size`` rows per call.
+
+        Returns:
+            One dict per row: each field of ``outputs`` for that row alone, cut to the row's
+            length when ``per_token`` (e.g. ``logits [n, num_labels]`` of an n-token row).
+        """
+        results = []
+        for first in range(0, len(rows), batch_size):
+            chunk = rows[first:first + batch_size]
+            out = self.model(**pad_batch(chunk, self.tokenizer.pad_token_id))
+            for i, row in enumerate(chunk):
+                n = len(row["input_ids"])
+                results.append({name: getattr(out, name)[i, :n] if self.per_token else getattr(out, name)[i]
+                                for name in self.outputs})
+        return results
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(task={self.task!r}, model={type(self.model).__name__}, "
+                f"batch_size={self.batch_size}, options={self.options})")
+
