@@ -443,3 +443,23 @@ def test_question_answering_calling_forms_and_batches(ours, theirs):
     assert_same(mine(pairs[1], max_seq_len=40, doc_stride=10), expected[1])
     assert_same(mine([pairs[1]], max_seq_len=40, doc_stride=10), expected[1])  # a list of one: its result alone
     assert_same(mine(QUESTIONS[1], CONTEXT[:150], max_seq_len=40, doc_stride=10), expected[1])
+
+
+# --------------------------------------------------------------------------- model_max_length
+@pytest.mark.parametrize("task, name, options", [
+    ("ner", "ner", {"aggregation_strategy": "simple", "ignore_labels": []}),
+    ("zero-shot-classification", "nli", {"candidate_labels": LABELS, "multi_label": True}),
+], ids=["ner", "zero-shot"])
+def test_texts_longer_than_model_max_length_are_truncated_as_transformers(folders, task, name, options):
+    folder = folders[name]
+    mine = pipeline(task, model=folder, tokenizer=DebertaV2TokenizerFast.from_pretrained(folder, model_max_length=14))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.pipeline(task, model=str(folder), device="cpu", tokenizer=transformers.AutoTokenizer
+                                          .from_pretrained(str(folder), model_max_length=14))
+    expected = reference(NER_TEXTS, **options)
+    if task == "ner":  # entities in text order, not ranked; only the first 12 tokens are read
+        assert_same(mine(NER_TEXTS, **options), expected)
+        assert max(entity["end"] for entity in expected[2]) <= NER_TEXTS[2].index(" York")
+    else:
+        assert_matches(mine(NER_TEXTS, **options), expected, batched=True)

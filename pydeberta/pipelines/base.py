@@ -21,9 +21,9 @@ at call time; each task lists its options with their defaults in ``DEFAULTS``.
 
 import numpy as np
 
+from ..encoding import LARGE_INTEGER
+
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-#: transformers treats a ``model_max_length`` above this as "no limit" (``LARGE_INTEGER``).
-NO_LIMIT = int(1e20)
 
 
 def pad_batch(rows, pad_id):
@@ -54,9 +54,10 @@ def check_positive_int(name, value, allow_none=False):
 
 
 def truncation_limit(tokenizer):
-    """The tokenizer's ``model_max_length``, or None when it sets no limit (transformers' default)."""
+    """The tokenizer's ``model_max_length``, or None when it sets no limit (above ``LARGE_INTEGER``,
+    as transformers' default ``int(1e30)``)."""
     limit = tokenizer.model_max_length
-    return None if limit is None or limit > NO_LIMIT else int(limit)
+    return None if limit is None or limit > LARGE_INTEGER else int(limit)
 
 
 def split_rows(encoding, columns):
@@ -68,8 +69,9 @@ class Pipeline:
     """Base of the task pipelines: a model, its tokenizer, a batch size and default options.
 
     Subclasses set ``task`` (transformers' name), ``model_class`` (the head the task needs),
-    ``DEFAULTS`` (option -> default), ``outputs`` (the model output fields post-processing reads)
-    and ``per_token`` (whether those fields have a sequence axis), and implement ``__call__``.
+    ``DEFAULTS`` (option -> default), ``outputs`` (the model output fields post-processing reads),
+    ``per_token`` (whether those fields have a sequence axis) and ``needs_offsets`` (whether the
+    task needs the fast tokenizer's character offsets), and implement ``__call__``.
     """
 
     task = None
