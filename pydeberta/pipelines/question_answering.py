@@ -6,6 +6,8 @@ Preprocessing: the pair ``[CLS] question [SEP] context [SEP]`` is cut into windo
 ``max_seq_len`` tokens (default ``min(model_max_length, 384)``); only the context is split, each
 window starting ``doc_stride`` tokens (default ``min(max_seq_len // 2, 128)``) before the previous
 one ended, so an answer near a window's edge is whole in the next one. Each window is one row.
+(transformers puts the context first when the tokenizer pads on the left; here the question is
+always first, the layout DeBERTa QA models are trained on.)
 
 Post-processing of one window's ``start_logits``, ``end_logits [n]``:
 
