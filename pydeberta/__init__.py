@@ -15,6 +15,7 @@ from .encoding import BatchEncoding
 from .heads import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,
                     DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification)
 from .model import DebertaV2Model, DebertaV2PreTrainedModel
+from .pipelines import pipeline
 from .tokenizer import DebertaV2Tokenizer, DebertaV2TokenizerFast
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "DebertaV2Tokenizer",
     "DebertaV2TokenizerFast",
     "BatchEncoding",
+    "pipeline",
     "CheckpointError",
     "UnsafeCheckpointError",
 ]
