@@ -6,11 +6,19 @@ compiler works; ``import pydeberta`` then uses the NumPy reference functions.
 
 Compiler directives live here, in one place. ``PYDEBERTA_CYTHON_DEBUG=1`` turns bounds checks,
 wrap-around and initialised-memory checks back on. No fast-math flags: they break erf/GELU.
+``-fno-math-errno`` is not one: it changes no value, it only tells the compiler that nothing reads
+``errno`` after a math call, so loops over ``exp`` can use glibc's SIMD variants (libmvec, linked
+through ``-lm``; see ``_ext/vector_math.h``).
+
+OpenMP: the twins' ``prange`` loops use it when the compiler builds a test program with
+``-fopenmp``; otherwise (or with ``PYDEBERTA_NO_OPENMP=1``) they compile without it and run on one
+thread (``_ext/omp_compat.h`` stands in for the OpenMP runtime).
 """
 
 import glob
 import os
 import sys
+import tempfile
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -28,8 +36,35 @@ DIRECTIVES = {
 }
 
 
+OPENMP_FLAGS = [] if os.environ.get("PYDEBERTA_NO_OPENMP") == "1" else ["-fopenmp"]
+OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+
+
 class OptionalBuildExt(build_ext):
     """Build the Cython twins if possible; never fail the install because of them."""
+
+    def openmp_works(self):
+        """Whether this compiler compiles and links an OpenMP program with ``OPENMP_FLAGS``."""
+        if not OPENMP_FLAGS:
+            return False
+        with tempfile.TemporaryDirectory() as tmp:
+            source = os.path.join(tmp, "probe.c")
+            with open(source, "w") as f:
+                f.write(OPENMP_PROBE)
+            try:
+                objects = self.compiler.compile([source], output_dir=tmp, extra_postargs=OPENMP_FLAGS)
+                self.compiler.link_executable(objects, os.path.join(tmp, "probe"), extra_postargs=OPENMP_FLAGS)
+            except Exception:
+                return False
+        return True
+
+    def build_extensions(self):
+        if not self.openmp_works():
+            print("pydeberta: OpenMP not available; the compiled twins run on one thread", file=sys.stderr)
+            for ext in self.extensions:
+                ext.extra_compile_args = [a for a in ext.extra_compile_args if a not in OPENMP_FLAGS]
+                ext.extra_link_args = [a for a in ext.extra_link_args if a not in OPENMP_FLAGS]
+        super().build_extensions()
 
     def run(self):
         try:
@@ -55,19 +90,19 @@ def extensions():
     except ImportError:
         print("pydeberta: Cython or numpy missing at build time; using NumPy only", file=sys.stderr)
         return []
-    openmp = [] if os.environ.get("PYDEBERTA_NO_OPENMP") == "1" else ["-fopenmp"]
     exts = [
         Extension(
             "pydeberta._cy_" + os.path.splitext(os.path.basename(src))[0],
             [src],
-            include_dirs=[numpy.get_include()],
-            extra_compile_args=["-O3"] + openmp + (["-O0", "-g"] if DEBUG else []),
-            extra_link_args=openmp,
+            include_dirs=[numpy.get_include(), "_ext"],
+            libraries=["m"],
+            extra_compile_args=["-O3", "-fno-math-errno"] + OPENMP_FLAGS + (["-O0", "-g"] if DEBUG else []),
+            extra_link_args=list(OPENMP_FLAGS),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         for src in sources
     ]
-    return cythonize(exts, compiler_directives=DIRECTIVES)
+    return cythonize(exts, compiler_directives=DIRECTIVES, include_path=["_ext"])
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,224 @@
+"""Cython twin of :func:`pydeberta.attention.disentangled_attention_probs`
+(``pydeberta._cy_attention``).
+
+The NumPy reference gathers the two relative terms with ``take_along_axis`` (an index array
+broadcast to ``[B, H, Q, K]`` and two gathered ``[B, H, Q, K]`` temporaries), adds them to the
+content scores, puts ``finfo.min`` at hidden entries (another temporary) and takes a softmax
+(two more). Here one sweep per query row does all of it, in place of the content scores::
+
+    s[j] = c2c[i, j] + (c2p[i, c(i, j)] + p2c[j, c(i, j)])     visible j      (gathers, scalar)
+    s[j] = -inf                                                hidden j
+    p[j] = exp(s[j] - max_j s) / sum_j exp(...)                                (vectorised exp)
+    p[j] = 1 / K                                               no visible key in the row
+
+with ``prange`` over all ``B * H * Q`` query rows. The additions happen in the reference's
+order; exp is the C library's (libmvec's SIMD variant where available); the row sum is
+accumulated in double, in four interleaved partial sums.
+"""
+
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.math cimport INFINITY
+from libc.stdint cimport int64_t
+
+from vector_math cimport pydeberta_exp_shifted_double, pydeberta_exp_shifted_float
+
+ctypedef fused floating:
+    float
+    double
+
+
+cdef inline void _exp_shifted(floating* s, Py_ssize_t K, floating top) noexcept nogil:
+    """``s[j] = exp(s[j] - top)`` for every ``j`` (``exp(-inf) = 0``)."""
+    if floating is float:
+        pydeberta_exp_shifted_float(s, K, top)
+    else:
+        pydeberta_exp_shifted_double(s, K, top)
+
+
+cdef inline double _sum(const floating* s, Py_ssize_t K) noexcept nogil:
+    """``sum_j s[j]`` in double, four partial sums (a fixed order: same result on any thread)."""
+    cdef double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= K:
+        t0 = t0 + s[j]
+        t1 = t1 + s[j + 1]
+        t2 = t2 + s[j + 2]
+        t3 = t3 + s[j + 3]
+        j = j + 4
+    while j < K:
+        t0 = t0 + s[j]
+        j = j + 1
+    return (t0 + t1) + (t2 + t3)
+
+
+cdef void _row(floating* out, const floating* c2c, const unsigned char* visible, Py_ssize_t K,
+               const floating* c2p_row, const floating* p2c, Py_ssize_t p2c_stride, const int64_t* index) noexcept nogil:
+    """One query row: scores, then the masked softmax, into ``out`` (which may be ``c2c``).
+
+    ``c2p_row`` is ``c2p[b, h, i]``; ``p2c`` is ``p2c[b, h]`` with rows ``p2c_stride`` apart;
+    either may be NULL (term off). ``index`` is ``rel_index[i]``.
+    """
+    cdef Py_ssize_t j
+    cdef floating s, top = -INFINITY, norm
+    cdef bint any_visible = False
+    if c2p_row != NULL and p2c != NULL:
+        for j in range(K):
+            s = c2c[j] + (c2p_row[index[j]] + p2c[j * p2c_stride + index[j]]) if visible[j] else -INFINITY
+            out[j] = s
+            top = s if s > top else top
+    elif c2p_row != NULL:
+        for j in range(K):
+            s = c2c[j] + c2p_row[index[j]] if visible[j] else -INFINITY
+            out[j] = s
+            top = s if s > top else top
+    elif p2c != NULL:
+        for j in range(K):
+            s = c2c[j] + p2c[j * p2c_stride + index[j]] if visible[j] else -INFINITY
+            out[j] = s
+            top = s if s > top else top
+    else:
+        for j in range(K):
+            s = c2c[j] if visible[j] else -INFINITY
+            out[j] = s
+            top = s if s > top else top
+    for j in range(K):
+        if visible[j]:
+            any_visible = True
+            break
+    if not any_visible:  # a padded query: transformers >= 4.47 attends uniformly to all keys
+        norm = <floating>1.0 / <floating>K
+        for j in range(K):
+            out[j] = norm
+        return
+    _exp_shifted(out, K, top)
+    norm = <floating>_sum(out, K)
+    for j in range(K):
+        out[j] = out[j] / norm
+
+
+cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
+                 const unsigned char[:, :, :, ::1] visible,
+                 const floating[:, :, :, :] c2p, const floating[:, :, :, :] p2c,
+                 const int64_t[:, ::1] rel_index, bint has_c2p, bint has_p2c) noexcept nogil:
+    """``prange`` over the ``B * H * Q`` query rows (one score matrix may be all the work).
+
+    ``out``, ``c2c``, ``c2p`` and ``p2c`` may have any strides but a contiguous last axis
+    (checked by the caller), so each row is read and written through a plain pointer."""
+    cdef Py_ssize_t B = c2c.shape[0], H = c2c.shape[1], Q = c2c.shape[2], K = c2c.shape[3]
+    cdef Py_ssize_t row, b, h, i
+    cdef bint by_batch = visible.shape[0] > 1, by_head = visible.shape[1] > 1
+    for row in prange(B * H * Q, schedule="static"):
+        b = row // (H * Q)
+        h = (row // Q) % H
+        i = row % Q
+        _row(&out[b, h, i, 0], &c2c[b, h, i, 0], &visible[b if by_batch else 0, h if by_head else 0, i, 0], K,
+             &c2p[b, h, i, 0] if has_c2p else NULL, &p2c[b, h, 0, 0] if has_p2c else NULL, p2c.strides[2] // sizeof(floating),
+             &rel_index[i, 0] if (has_c2p or has_p2c) else NULL)
+
+
+def _floats(name, x, dtype=None):
+    """``x`` as a float32/float64 array with 4 axes (and ``dtype`` if given) whose last axis is
+    contiguous: a strided view over the first three axes is read in place, anything else copied."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 and x.dtype != np.float64:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} must have c2c's dtype {dtype}, got {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have 4 axes, got shape {x.shape}")
+    if not x.flags.aligned or x.strides[3] != x.itemsize:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def _visible(visible, B, H, Q, K):
+    """``visible`` as uint8 ``[B or 1, H or 1, Q, K]``, C-contiguous; B and H are not broadcast."""
+    visible = np.asarray(visible)
+    if visible.dtype != np.bool_:
+        raise TypeError(f"visible must be a bool array, got dtype {visible.dtype}")
+    if visible.ndim > 4:
+        raise ValueError(f"visible must have at most 4 axes, got shape {visible.shape}")
+    visible = visible.reshape((1,) * (4 - visible.ndim) + visible.shape)
+    for axis, size in enumerate((B, H, Q, K)):
+        if visible.shape[axis] not in (1, size):
+            raise ValueError(f"visible of shape {visible.shape} does not broadcast to the scores "
+                             f"[B, H, Q, K] = {(B, H, Q, K)}")
+    visible = np.broadcast_to(visible, visible.shape[:2] + (Q, K))  # copied below only if Q or K was 1
+    return np.ascontiguousarray(visible).view(np.uint8)
+
+
+def _relative(name, x, dtype, lead):
+    """A relative term ``[*lead, R]`` as a C-contiguous array of c2c's dtype."""
+    x = _floats(name, x, dtype)
+    if x.shape[:3] != lead or x.shape[3] == 0:
+        raise ValueError(f"{name} must have shape [{', '.join(map(str, lead))}, R >= 1], got {x.shape}")
+    return x
+
+
+def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=None, out=None):
+    """Twin of :func:`pydeberta.attention.disentangled_attention_probs`: the relative terms
+    gathered, added to the content scores, masked and soft-maxed in one pass::
+
+        scores[b, h, i, j] = c2c[b, h, i, j] + (c2p[b, h, i, c] + p2c[b, h, j, c]),   c = rel_index[i, j]
+        probs = softmax(where(visible, scores, finfo.min), axis=-1)
+
+    Args:
+        c2c: content scores, already divided by the scale, float32/float64 ``[B, H, Q, K]``.
+        visible: bool, broadcastable to ``[B, H, Q, K]`` (the model passes ``[B, 1, Q, K]``).
+        c2p: ``(q / scale) @ Kr^T`` ``[B, H, Q, R]`` or None; p2c: ``(k / scale) @ Qr^T``
+            ``[B, H, K, R']`` or None; both of c2c's dtype.
+        rel_index: int ``[Q, K]`` with values in ``[0, R)`` (and ``[0, R')``); needed with either term.
+        out: ``[B, H, Q, K]`` array of c2c's dtype with a contiguous last axis to write into
+            (e.g. a slice of heads of a larger array); may be ``c2c`` itself, must not overlap the
+            other inputs. A new array when None.
+    Returns:
+        probs ``[B, H, Q, K]`` (``out`` when given).
+
+    Inputs whose last axis is not contiguous are copied (strided first axes are read in place);
+    a wrong dtype, shape or index raises before any work.
+    """
+    c2c = _floats("c2c", c2c)
+    B, H, Q, K = c2c.shape
+    dtype = c2c.dtype
+    mask = _visible(visible, B, H, Q, K)
+    has_c2p, has_p2c = c2p is not None, p2c is not None
+    c2p = _relative("c2p", c2p, dtype, (B, H, Q)) if has_c2p else np.zeros((1, 1, 1, 1), dtype)
+    p2c = _relative("p2c", p2c, dtype, (B, H, K)) if has_p2c else np.zeros((1, 1, 1, 1), dtype)
+    if has_c2p or has_p2c:
+        if rel_index is None:
+            raise ValueError("rel_index is required when c2p or p2c is given, got None")
+        rel_index = np.asarray(rel_index)
+        if not np.issubdtype(rel_index.dtype, np.integer):
+            raise TypeError(f"rel_index must be an integer array, got dtype {rel_index.dtype}")
+        if rel_index.shape != (Q, K):
+            raise ValueError(f"rel_index must have shape [Q, K] = {(Q, K)}, got {rel_index.shape}")
+        rows = min(c2p.shape[3] if has_c2p else p2c.shape[3], p2c.shape[3] if has_p2c else c2p.shape[3])
+        if rel_index.size and (rel_index.min() < 0 or rel_index.max() >= rows):
+            raise ValueError(f"rel_index values must lie in [0, {rows}) (the rows of c2p / p2c), "
+                             f"got [{rel_index.min()}, {rel_index.max()}]")
+        rel_index = np.ascontiguousarray(rel_index, dtype=np.int64)
+    else:
+        rel_index = np.zeros((1, 1), np.int64)
+    if out is None:
+        out = np.empty_like(c2c)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != c2c.shape:
+            raise ValueError(f"out must be a {dtype} array of shape {c2c.shape}, got "
+                             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+        if not out.flags.writeable or not out.flags.aligned or (K > 1 and out.strides[3] != out.itemsize):
+            raise ValueError("out must be writeable, with a contiguous last axis")
+        in_place = out.ctypes.data == c2c.ctypes.data and out.strides == c2c.strides
+        if not in_place and np.may_share_memory(out, c2c):
+            raise ValueError("out may be c2c itself but must not overlap it otherwise")
+        for name, other in (("c2p", c2p), ("p2c", p2c), ("visible", mask), ("rel_index", rel_index)):
+            if np.may_share_memory(out, other):
+                raise ValueError(f"out must not overlap {name}")
+    if c2c.size == 0:
+        return out
+    if dtype == np.float32:
+        _probs[float](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c)
+    else:
+        _probs[double](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c)
+    return out

@@ -1,0 +1,8 @@
+# Loops over arrays calling the C library's erf and exp, vectorised through glibc's libmvec where
+# available (vector_math.h).
+cdef extern from "vector_math.h":
+    const int PYDEBERTA_LIBMVEC
+    void pydeberta_gelu_float(const float* x, float* y, Py_ssize_t n) noexcept nogil
+    void pydeberta_gelu_double(const double* x, double* y, Py_ssize_t n) noexcept nogil
+    void pydeberta_exp_shifted_float(float* s, Py_ssize_t n, float top) noexcept nogil
+    void pydeberta_exp_shifted_double(double* s, Py_ssize_t n, double top) noexcept nogil
