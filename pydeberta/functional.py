@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from ._backend import dispatch
+
 __all__ = [
     "ACT2FN",
     "bce_with_logits",
@@ -168,6 +170,7 @@ _SQRT1_2 = math.sqrt(0.5)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+@dispatch
 def gelu(x) -> np.ndarray:
     """Exact GELU: gelu(x) = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))), elementwise.
 
@@ -401,6 +404,7 @@ def linear(x, weight, bias=None) -> np.ndarray:
     return y
 
 
+@dispatch
 def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
     """LayerNorm over the last axis, as ``nn.LayerNorm(C, eps)``:
 

@@ -108,6 +108,12 @@ def encoder(x, params, config, mask, relative_tables=None, output_attentions=Fal
     if study is not None and config.relative_attention:
         study.relative_positions = build_relative_position(N, N, config.position_buckets, config.max_relative_span)
         study.rel_index = index
+    if config.relative_attention:
+        # Only the table rows some (i, j) reaches take part: c(i, j) lies in [lo, hi], far fewer
+        # than 2S rows when N <= S (spec §5.3). Slice the cached tables and shift the index.
+        lo, hi = (int(index.min()), int(index.max())) if index.size else (0, 0)
+        index = index - lo
+        relative_tables = [tuple(None if t is None else t[:, lo:hi + 1] for t in tables) for tables in relative_tables]
     hidden_states, attentions, terms = [x], [], []
     embedding_output = x
     for i, layer_params in enumerate(params["layer"]):

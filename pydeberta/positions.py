@@ -18,7 +18,10 @@ import functools
 
 import numpy as np
 
+from ._backend import dispatch
 
+
+@dispatch
 def make_log_bucket_position(relative_pos, bucket_size, max_position):
     """Map relative distances to log buckets (transformers' ``make_log_bucket_position``).
 
@@ -50,6 +53,7 @@ def make_log_bucket_position(relative_pos, bucket_size, max_position):
 
 
 @functools.lru_cache(maxsize=64)
+@dispatch
 def build_relative_position(query_size, key_size, bucket_size=-1, max_position=-1):
     """Relative positions ``rel[i, j] = i - j``, log-bucketed when ``bucket_size > 0``.
 
@@ -68,6 +72,7 @@ def build_relative_position(query_size, key_size, bucket_size=-1, max_position=-
 
 
 @functools.lru_cache(maxsize=64)
+@dispatch
 def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=-1):
     """Row of the relative-embedding table each (query, key) pair reads (spec §5.3)::
 
