@@ -4,24 +4,26 @@
 The NumPy reference gathers the two relative terms with ``take_along_axis`` (an index array
 broadcast to ``[B, H, Q, K]`` and two gathered ``[B, H, Q, K]`` temporaries), adds them to the
 content scores, puts ``finfo.min`` at hidden entries (another temporary) and takes a softmax
-(two more). Here one sweep per query row does all of it, in place of the content scores::
+(two more). Here, for each block of ``ROWS`` query rows of one score matrix::
 
-    s[j] = c2c[i, j] + (c2p[i, c(i, j)] + p2c[j, c(i, j)])     visible j      (gathers, scalar)
-    s[j] = -inf                                                hidden j
-    p[j] = exp(s[j] - max_j s) / sum_j exp(...)                                (vectorised exp)
-    p[j] = 1 / K                                               no visible key in the row
+    rel[i, j] = c2p[i, c(i, j)] + p2c[j, c(i, j)]            gathered key by key for the block
+    s[j] = c2c[i, j] + rel[i, j]  (visible j),  -inf (hidden j)
+    p[j] = exp(s[j] - max_j s) / sum_j exp(...)              vectorised exp
+    p[j] = 1 / K                                             no visible key in the row
 
-with ``prange`` over all ``B * H * Q`` query rows. The additions happen in the reference's
-order; exp is the C library's (libmvec's SIMD variant where available); the row sum is
-accumulated in double, in four interleaved partial sums.
+written in place of the content scores if asked, with ``prange`` over all blocks of all
+``B * H`` matrices. The additions happen in the reference's order; exp is the C library's
+(libmvec's SIMD variant where available); the row sum is accumulated in double, in four
+interleaved partial sums (a fixed order: the same result on any number of threads).
 """
 
 import numpy as np
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
+from omp_compat cimport omp_get_max_threads
 from vector_math cimport pydeberta_exp_shifted_double, pydeberta_exp_shifted_float
 
 ctypedef fused floating:
@@ -53,29 +55,49 @@ cdef inline double _sum(const floating* s, Py_ssize_t K) noexcept nogil:
     return (t0 + t1) + (t2 + t3)
 
 
-cdef void _row(floating* out, const floating* c2c, const unsigned char* visible, Py_ssize_t K,
-               const floating* c2p_row, const floating* p2c, Py_ssize_t p2c_stride, const int64_t* index) noexcept nogil:
-    """One query row: scores, then the masked softmax, into ``out`` (which may be ``c2c``).
+cdef enum:
+    # Query rows per task. Row i reads p2c[j, c(i, j)] for every key j: one cache line per j. The
+    # rows of a block read neighbouring entries of the same lines, so the p2c gather walks the
+    # block key by key (ROWS entries per line) instead of row by row (one entry per line).
+    ROWS = 8
 
-    ``c2p_row`` is ``c2p[b, h, i]``; ``p2c`` is ``p2c[b, h]`` with rows ``p2c_stride`` apart;
-    either may be NULL (term off). ``index`` is ``rel_index[i]``.
-    """
+
+cdef void _gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* c2p, Py_ssize_t c2p_stride,
+                  const floating* p2c, Py_ssize_t p2c_stride, const int64_t* index, Py_ssize_t index_stride) noexcept nogil:
+    """``rel[t, j] = c2p[t, c] + p2c[j, c]`` with ``c = index[t, j]``, for ``rows`` query rows
+    ``t`` of a block; either term may be NULL (off). Added in the reference's order."""
+    cdef Py_ssize_t t, j
+    cdef floating* rel_row
+    cdef const floating* c2p_row
+    cdef const floating* p2c_row
+    cdef const int64_t* index_row
+    for t in range(rows):
+        rel_row = rel + t * K
+        index_row = index + t * index_stride
+        if c2p != NULL:
+            c2p_row = c2p + t * c2p_stride
+            for j in range(K):
+                rel_row[j] = c2p_row[index_row[j]]
+        else:
+            for j in range(K):
+                rel_row[j] = 0
+    if p2c != NULL:
+        for j in range(K):
+            p2c_row = p2c + j * p2c_stride
+            for t in range(rows):
+                rel[t * K + j] = rel[t * K + j] + p2c_row[index[t * index_stride + j]]
+
+
+cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, const unsigned char* visible,
+                       Py_ssize_t K) noexcept nogil:
+    """One query row: ``s = c2c + rel`` (``rel`` NULL: no relative term), then the masked
+    softmax, into ``out`` (which may be ``c2c``)."""
     cdef Py_ssize_t j
     cdef floating s, top = -INFINITY, norm
     cdef bint any_visible = False
-    if c2p_row != NULL and p2c != NULL:
+    if rel != NULL:
         for j in range(K):
-            s = c2c[j] + (c2p_row[index[j]] + p2c[j * p2c_stride + index[j]]) if visible[j] else -INFINITY
-            out[j] = s
-            top = s if s > top else top
-    elif c2p_row != NULL:
-        for j in range(K):
-            s = c2c[j] + c2p_row[index[j]] if visible[j] else -INFINITY
-            out[j] = s
-            top = s if s > top else top
-    elif p2c != NULL:
-        for j in range(K):
-            s = c2c[j] + p2c[j * p2c_stride + index[j]] if visible[j] else -INFINITY
+            s = c2c[j] + rel[j] if visible[j] else -INFINITY
             out[j] = s
             top = s if s > top else top
     else:
@@ -101,21 +123,32 @@ cdef void _row(floating* out, const floating* c2c, const unsigned char* visible,
 cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
                  const unsigned char[:, :, :, ::1] visible,
                  const floating[:, :, :, :] c2p, const floating[:, :, :, :] p2c,
-                 const int64_t[:, ::1] rel_index, bint has_c2p, bint has_p2c) noexcept nogil:
-    """``prange`` over the ``B * H * Q`` query rows (one score matrix may be all the work).
+                 const int64_t[:, ::1] rel_index, bint has_c2p, bint has_p2c,
+                 floating[:, :, ::1] scratch) noexcept nogil:
+    """``prange`` over blocks of ``ROWS`` query rows of the ``B * H`` score matrices (one
+    matrix may be all the work); ``scratch[thread]`` holds a block's relative terms.
 
     ``out``, ``c2c``, ``c2p`` and ``p2c`` may have any strides but a contiguous last axis
     (checked by the caller), so each row is read and written through a plain pointer."""
     cdef Py_ssize_t B = c2c.shape[0], H = c2c.shape[1], Q = c2c.shape[2], K = c2c.shape[3]
-    cdef Py_ssize_t row, b, h, i
+    cdef Py_ssize_t blocks = (Q + ROWS - 1) // ROWS
+    cdef Py_ssize_t task, b, h, i0, rows, t
+    cdef bint relative = has_c2p or has_p2c
     cdef bint by_batch = visible.shape[0] > 1, by_head = visible.shape[1] > 1
-    for row in prange(B * H * Q, schedule="static"):
-        b = row // (H * Q)
-        h = (row // Q) % H
-        i = row % Q
-        _row(&out[b, h, i, 0], &c2c[b, h, i, 0], &visible[b if by_batch else 0, h if by_head else 0, i, 0], K,
-             &c2p[b, h, i, 0] if has_c2p else NULL, &p2c[b, h, 0, 0] if has_p2c else NULL, p2c.strides[2] // sizeof(floating),
-             &rel_index[i, 0] if (has_c2p or has_p2c) else NULL)
+    cdef floating* rel
+    for task in prange(B * H * blocks, schedule="static", num_threads=scratch.shape[0]):
+        b = task // (H * blocks)
+        h = (task // blocks) % H
+        i0 = (task % blocks) * ROWS
+        rows = ROWS if i0 + ROWS <= Q else Q - i0
+        rel = &scratch[threadid(), 0, 0]
+        if relative:
+            _gather(rel, rows, K, &c2p[b, h, i0, 0] if has_c2p else NULL, c2p.strides[2] // sizeof(floating),
+                    &p2c[b, h, 0, 0] if has_p2c else NULL, p2c.strides[2] // sizeof(floating),
+                    &rel_index[i0, 0], K)
+        for t in range(rows):
+            _softmax_row(&out[b, h, i0 + t, 0], &c2c[b, h, i0 + t, 0], rel + t * K if relative else NULL,
+                         &visible[b if by_batch else 0, h if by_head else 0, i0 + t, 0], K)
 
 
 def _floats(name, x, dtype=None):
@@ -217,8 +250,9 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
                 raise ValueError(f"out must not overlap {name}")
     if c2c.size == 0:
         return out
+    scratch = np.empty((omp_get_max_threads(), ROWS, K), dtype)  # one block of relative terms per thread
     if dtype == np.float32:
-        _probs[float](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c)
+        _probs[float](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c, scratch)
     else:
-        _probs[double](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c)
+        _probs[double](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c, scratch)
     return out
