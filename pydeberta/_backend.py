@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import functools
 import importlib
+import inspect
 import os
 
 import numpy as np
@@ -147,12 +148,14 @@ def dispatch(reference):
         return reference
     _TWINS[f"{module}.{name}"] = twin
     float_kernel = name in _FLOAT_KERNELS
+    first = next(iter(inspect.signature(reference).parameters))
 
     @functools.wraps(reference)
     def dispatched(*args, **kwargs):
-        if _active.get() == "cython" and (
-                not float_kernel or (isinstance(args[0], np.ndarray) and args[0].dtype in (np.float32, np.float64))):
-            return twin(*args, **kwargs)
+        if _active.get() == "cython":
+            x = args[0] if args else kwargs.get(first)
+            if not float_kernel or (isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)):
+                return twin(*args, **kwargs)
         return reference(*args, **kwargs)
 
     return dispatched

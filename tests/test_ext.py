@@ -349,6 +349,8 @@ def test_dispatch_calls_the_twin_only_under_cython_and_only_for_float_arrays():
         np.testing.assert_array_equal(functional.gelu(x), twin(functional.gelu)(x))
         assert functional.gelu(np.float16(1.0)).dtype == np.float16  # float16 runs the reference
         assert functional.gelu(2) == pytest.approx(1.9544997361036416)
+        np.testing.assert_array_equal(functional.layer_norm(x=x, weight=np.ones(11), bias=np.zeros(11), eps=1e-7),
+                                      twin(functional.layer_norm)(x, np.ones(11), np.zeros(11), 1e-7))
     with _backend.use_backend("numpy"):
         np.testing.assert_array_equal(functional.gelu(x), reference(functional.gelu)(x))
 
