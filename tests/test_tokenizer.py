@@ -132,7 +132,9 @@ def hf_alignment_is_regular(sp):
     character, transformers to none), characters that are whitespace to only one of
     sentencepiece and Rust (transformers strips before normalising), combining marks and CR
     (its charsmap alignment of merged characters varies), and ``[UNK]`` followed by whitespace
-    (``[UNK]`` is a "normalised" added token there).
+    (``[UNK]`` is a "normalised" added token there), and characters whose normal form starts a
+    new word (``"¨"`` becomes space + combining diaeresis: which of two merged spaces the ``▁``
+    stands for is a matter of convention).
     """
     cache = {}
 
@@ -140,7 +142,8 @@ def hf_alignment_is_regular(sp):
         if char not in cache:
             normalized = sp.normalize("x" + char + "x")
             deleted, space = normalized == "▁xx", normalized == "▁x▁x"
-            cache[char] = (deleted or space != char.isspace() or char == "\r"
+            expands_to_space = "▁" in normalized[2:-1] and not space  # e.g. "¨" -> " \u0308" under NFKC
+            cache[char] = (deleted or space != char.isspace() or char == "\r" or expands_to_space
                            or unicodedata.category(char).startswith("M"))
         return cache[char]
 
