@@ -86,10 +86,12 @@ class UnsafeCheckpointError(CheckpointError):
 # Finding the folder
 # ------------------------------------------------------------------------------------------------
 
-BUNDLED_MODELS: dict[str, Path] = {}
+BUNDLED_MODELS: dict[str, Path] = {"pydeberta/tiny": Path(__file__).parent / "models" / "tiny"}
 """Model names shipped inside the package: name -> folder. `resolve_model_folder` looks here first.
 
-Empty for now; register a bundled model with ``BUNDLED_MODELS["tiny-deberta"] = Path(...)``.
+``"pydeberta/tiny"``: the small DeBERTa-v3-style masked LM trained by ``tools/train_tiny.py`` on
+Debian-shipped English text (see ``pydeberta/models/tiny/README.md``). Register another bundled
+model with ``BUNDLED_MODELS["name"] = Path(...)``.
 """
 
 HUB_FILES = (

@@ -1,0 +1,799 @@
+"""Train pydeberta's bundled small model, ``pydeberta/tiny``, from text that Debian ships.
+
+The recipe, one step per ``--step`` (run them in this order, or ``--step all``)::
+
+    corpus  English text from three Debian packages (installed with apt if missing):
+              python3.11-doc  the Python 3.11 documentation's reST sources     PSF License 2.0
+              bible-kjv       the King James Bible (dumped with ``bible -f``)   public domain
+              fortunes        the fortune cookie files (UTF-8 ``*.u8``; no      public domain /
+                              art, ascii-art or translate-me)                   see its copyright
+            reST markup is stripped roughly (directives, code, tables and prompts dropped; roles,
+            literals and links reduced to their text). One paragraph, verse or cookie per line,
+            exact duplicates dropped. Lines are grouped into blocks of 20 consecutive lines of one
+            document; a seeded shuffle of the blocks puts 2% of them in ``heldout.txt`` and the
+            rest in ``train.txt``.
+    vocab   sentencepiece unigram, 8000 pieces, byte fallback, nmt_nfkc, DeBERTa's layout
+            [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3, then [MASK]=8000 as an added token (written with
+            pydeberta's tokenizer, read identically by transformers' DebertaV2Tokenizer).
+    train   tokenise with pydeberta's DebertaV2TokenizerFast, pack into 128-token rows
+            ([CLS] + 126 tokens + [SEP]), and pre-train a DeBERTa-v3-style masked LM with
+            transformers + torch (training tool only): 4 layers, hidden 256, 4 heads, FFN 1024,
+            relative attention with 64 log buckets, shared c2p|p2c position projections,
+            layer-normed relative embeddings, no absolute positions, ``legacy=False`` head.
+            MLM 15% (80% [MASK] / 10% random / 10% kept), AdamW (lr 1e-3, betas 0.9/0.98,
+            weight decay 0.01), linear warmup then linear decay, batch 32 x 128, one torch thread.
+            The LM head runs on the masked positions only. Loss is logged to ``train_log.csv``;
+            checkpoints go to the work folder.
+    export  float16 ``model.safetensors`` + ``config.json`` + tokenizer files into the package
+            folder ``pydeberta/models/tiny``, plus ``training_curve.csv``/``.png``.
+    eval    with pydeberta (NumPy): mask 15% of the held-out tokens (all [MASK], seeded), top-1
+            and top-5 accuracy of the original token, against the baseline that always predicts
+            the most frequent training tokens. Writes ``eval_results.json`` and
+            ``heldout_sample.txt`` (about 300 held-out lines, which tests/test_bundled.py
+            re-scores): the first lines of every held-out block, so that all sources appear).
+
+Everything is seeded (``--seed``, default 0). Intermediate files live in ``--work``
+(default /tmp/pydeberta_tiny), never in the repository.
+
+Usage::
+
+    nice -n 10 python tools/train_tiny.py --step corpus
+    nice -n 10 python tools/train_tiny.py --step vocab
+    nice -n 10 python tools/train_tiny.py --step train --steps 1400 --minutes 52
+    nice -n 10 python tools/train_tiny.py --step export
+    nice -n 10 python tools/train_tiny.py --step eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_FOLDER = REPO / "pydeberta" / "models" / "tiny"
+DEFAULT_WORK = Path("/tmp/pydeberta_tiny")
+
+SOURCES = {
+    "python3.11-doc": ("Python 3.11 documentation, reST sources (/usr/share/doc/python3.11/html/_sources)",
+                       "PSF License Agreement for Python 3.11 (see /usr/share/doc/python3.11-doc/copyright)"),
+    "bible-kjv": ("King James Version of the Bible, via bible-kjv-text (/usr/lib/bible.data, dumped with `bible -f`)",
+                  "public domain (see /usr/share/doc/bible-kjv/copyright)"),
+    "fortunes": ("fortune cookie files (/usr/share/games/fortunes/*.u8, without art, ascii-art, translate-me)",
+                 "public domain / freely redistributable (see /usr/share/doc/fortunes/copyright)"),
+}
+
+BLOCK_LINES = 20          # lines per held-out/train block
+HELDOUT_FRACTION = 0.02
+SEQ_LEN = 128             # tokens per row, [CLS] and [SEP] included
+MASK_PROB = 0.15
+SAMPLE_LINES = 300        # about this many held-out lines shipped for the test: the first of every block
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. corpus
+# ------------------------------------------------------------------------------------------------
+
+def ensure_packages(packages):
+    """apt-get install the Debian packages not yet installed (needs root and a package mirror)."""
+    missing = [name for name in packages
+               if subprocess.run(["dpkg", "-s", name], capture_output=True).returncode != 0]
+    if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+_ROLE = re.compile(r":[\w:+.-]+:`~?!?([^`<]*?)\s*(?:<[^>]*>)?`")   # :func:`~a.b <t>` -> a.b
+_LINK = re.compile(r"`([^`<]+?)\s*<[^>]*>`__?")                      # `text <url>`_ -> text
+_REF = re.compile(r"`([^`]+)`__?")                                   # `name`_ -> name
+_LITERAL = re.compile(r"``(.+?)``")
+_EMPHASIS = re.compile(r"\*\*?([^*\s][^*]*?)\*\*?")
+_BULLET = re.compile(r"^(?:[-*+]|#\.|\d+\.|\(?[a-z]\))\s+")
+_UNDERLINE = re.compile(r"^([=\-~^*#+\"'`:.])\1{2,}\s*$")
+_PROSE_DIRECTIVES = {"note", "warning", "seealso", "versionadded", "versionchanged", "deprecated",
+                     "important", "tip", "attention", "caution", "hint", "impl-detail", "admonition"}
+
+
+def rest_inline(text):
+    """Reduce reST inline markup to its text: roles, links, references, literals, emphasis."""
+    text = _ROLE.sub(lambda m: m.group(1).split(".")[-1] if m.group(0).count("~") else m.group(1), text)
+    text = _LINK.sub(r"\1", text)
+    text = _REF.sub(r"\1", text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _EMPHASIS.sub(r"\1", text)
+    text = text.replace("\\", "")
+    if text.endswith("::"):
+        text = text[:-1]
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def rest_to_lines(source):
+    """Rough reST -> prose: one line per paragraph, list item or title; code, tables, directives
+    (except admonitions such as ``.. note::``), doctest prompts and literal blocks dropped."""
+    lines = []
+    paragraphs = re.split(r"\n\s*\n", source)
+    skip_deeper_than = None        # indentation of a directive or "::" whose body is dropped
+    for paragraph in paragraphs:
+        raw = paragraph.rstrip().split("\n")
+        raw = [line for line in raw if line.strip()]
+        if not raw:
+            continue
+        indent = len(raw[0]) - len(raw[0].lstrip())
+        if skip_deeper_than is not None:
+            if indent > skip_deeper_than:
+                continue
+            skip_deeper_than = None
+        first = raw[0].strip()
+        if first.startswith(".."):
+            name = re.match(r"\.\.\s+([\w:-]+)::", first)
+            if not (name and name.group(1) in _PROSE_DIRECTIVES):
+                skip_deeper_than = indent
+                continue
+            rest = first[name.end():].strip()
+            raw = ([" " * indent + rest] if rest else []) + raw[1:]
+            if not raw:
+                continue
+        if first.startswith((">>>", "+-", "|", "$ ", "%")) or first.startswith("==="):
+            continue
+        items, current = [], []
+        for line in raw:
+            stripped = line.strip()
+            if _UNDERLINE.match(stripped):
+                continue
+            if _BULLET.match(stripped) and current:
+                items.append(current)
+                current = []
+            current.append(_BULLET.sub("", stripped) if not current else stripped)
+        if current:
+            items.append(current)
+        for item in items:
+            text = rest_inline(" ".join(item))
+            if len(text.split()) >= 3 and sum(c.isalpha() for c in text) >= 0.6 * len(text):
+                lines.append(text)
+        if paragraph.rstrip().endswith("::"):
+            skip_deeper_than = indent
+    return lines
+
+
+def python_doc_documents():
+    """(name, lines) per reST source file of the Python documentation, in sorted path order."""
+    root = "/usr/share/doc/python3.11/html/_sources"
+    for path in sorted(glob.glob(f"{root}/**/*.txt", recursive=True)):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            yield os.path.relpath(path, root), rest_to_lines(handle.read())
+
+
+def bible_documents():
+    """(book+chapter, verses) for the whole King James Bible, via the ``bible`` program."""
+    out = subprocess.run(["bible", "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True,
+                         check=True).stdout
+    chapters = {}
+    for line in out.splitlines():
+        match = re.match(r"^(\d?[A-Za-z]+)(\d+):(\d+)\s+(.*\S)", line)
+        if match:
+            chapters.setdefault(f"{match.group(1)}{match.group(2)}", []).append(match.group(4))
+    return list(chapters.items())
+
+
+def fortune_documents():
+    """(file, cookies) per fortune file; one cookie per line, attributions kept."""
+    for path in sorted(glob.glob("/usr/share/games/fortunes/*.u8")):
+        name = os.path.basename(path)[:-3]
+        if name in {"art", "ascii-art", "translate-me"}:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            cookies = handle.read().split("\n%\n")
+        lines = []
+        for cookie in cookies:
+            text = re.sub(r"\s+", " ", cookie.replace("%", " ")).strip()
+            if len(text.split()) >= 3 and sum(c.isalpha() for c in text) >= 0.6 * len(text):
+                lines.append(text)
+        yield name, lines
+
+
+def build_corpus(work, seed):
+    """Write ``train.txt``, ``heldout.txt`` (one line of text per line, blocks separated by a blank
+    line) and ``corpus.json`` (sources, licences, counts) into ``work``."""
+    ensure_packages(list(SOURCES))
+    seen = set()
+    blocks = []                    # (source, document, lines)
+    counts = {}
+    for source, documents in (("python3.11-doc", python_doc_documents()), ("bible-kjv", bible_documents()),
+                              ("fortunes", fortune_documents())):
+        stats = counts.setdefault(source, {"documents": 0, "lines": 0, "duplicates": 0, "characters": 0})
+        for name, lines in documents:
+            kept = []
+            for line in lines:
+                key = line.lower()
+                if key in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(key)
+                kept.append(line)
+            if not kept:
+                continue
+            stats["documents"] += 1
+            stats["lines"] += len(kept)
+            stats["characters"] += sum(len(line) + 1 for line in kept)
+            for start in range(0, len(kept), BLOCK_LINES):
+                blocks.append((source, name, kept[start:start + BLOCK_LINES]))
+    order = list(range(len(blocks)))
+    random.Random(seed).shuffle(order)
+    n_heldout = max(1, round(HELDOUT_FRACTION * len(blocks)))
+    heldout = sorted(order[:n_heldout])
+    train = order[n_heldout:]               # shuffled, so that rows mix the three sources
+    work.mkdir(parents=True, exist_ok=True)
+    for filename, indices in (("train.txt", train), ("heldout.txt", heldout)):
+        with open(work / filename, "w", encoding="utf-8") as handle:
+            for index in indices:
+                handle.write("\n".join(blocks[index][2]) + "\n\n")
+    summary = {
+        "sources": {name: {"what": what, "licence": licence, **counts[name]}
+                    for name, (what, licence) in SOURCES.items()},
+        "blocks": len(blocks), "heldout_blocks": n_heldout, "block_lines": BLOCK_LINES, "seed": seed,
+        "train_characters": os.path.getsize(work / "train.txt"),
+        "heldout_characters": os.path.getsize(work / "heldout.txt"),
+    }
+    (work / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+def read_lines(path):
+    """The non-empty lines of a corpus file."""
+    with open(path, encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. vocabulary
+# ------------------------------------------------------------------------------------------------
+
+def build_vocab(work, vocab_size, seed):
+    """Train the sentencepiece unigram model on train.txt and save the tokenizer (spm.model,
+    tokenizer_config.json, special_tokens_map.json, added_tokens.json) in ``work/tokenizer``."""
+    import sentencepiece as spm
+
+    from pydeberta import DebertaV2Tokenizer
+
+    prefix = work / "spm"
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        input=str(work / "train.txt"), model_prefix=str(prefix), model_type="unigram",
+        vocab_size=vocab_size, character_coverage=0.9999, byte_fallback=True,
+        normalization_rule_name="nmt_nfkc", max_sentence_length=16384,
+        input_sentence_size=2_000_000, shuffle_input_sentence=True, seed_sentencepiece_size=1_000_000,
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+        pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]", unk_piece="[UNK]",
+        num_threads=1, minloglevel=1,
+    )
+    tokenizer = DebertaV2Tokenizer(str(prefix) + ".model")
+    tokenizer.save_pretrained(work / "tokenizer")
+    print(f"vocabulary: {tokenizer.vocab_size} pieces, [MASK] = {tokenizer.mask_token_id}, len = {len(tokenizer)}")
+
+
+def load_tokenizer(folder):
+    """pydeberta's fast tokenizer from a folder."""
+    from pydeberta import DebertaV2TokenizerFast
+    return DebertaV2TokenizerFast.from_pretrained(str(folder))
+
+
+def pack_rows(tokenizer, lines, seq_len=SEQ_LEN):
+    """Token ids of ``lines`` back to back, cut into rows of ``seq_len``: [CLS] + seq_len-2 ids + [SEP].
+    The last, partial row is dropped. Returns int64 (N, seq_len)."""
+    ids = []
+    for start in range(0, len(lines), 1000):
+        for row in tokenizer(lines[start:start + 1000], add_special_tokens=False)["input_ids"]:
+            ids.extend(row)
+    body = seq_len - 2
+    n = len(ids) // body
+    ids = np.asarray(ids[:n * body], dtype=np.int64).reshape(n, body)
+    cls = np.full((n, 1), tokenizer.cls_token_id, dtype=np.int64)
+    sep = np.full((n, 1), tokenizer.sep_token_id, dtype=np.int64)
+    return np.concatenate([cls, ids, sep], axis=1)
+
+
+def tokenize_corpus(work):
+    """``train_ids.npy`` and ``heldout_ids.npy`` (rows of SEQ_LEN) in ``work``; cached."""
+    tokenizer = load_tokenizer(work / "tokenizer")
+    for name in ("train", "heldout"):
+        path = work / f"{name}_ids.npy"
+        if not path.exists():
+            t0 = time.time()
+            rows = pack_rows(tokenizer, read_lines(work / f"{name}.txt"))
+            np.save(path, rows)
+            print(f"{name}: {rows.shape[0]} rows x {SEQ_LEN} tokens ({time.time() - t0:.0f} s)")
+    return np.load(work / "train_ids.npy"), np.load(work / "heldout_ids.npy")
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. pre-training (transformers + torch as the training tool)
+# ------------------------------------------------------------------------------------------------
+
+def model_config(tokenizer, layers):
+    """The DeBERTa-v3-style configuration (transformers' DebertaV2Config)."""
+    from transformers import DebertaV2Config
+
+    vocab = -(-len(tokenizer) // 64) * 64          # room for [MASK], rounded up to a multiple of 64
+    return DebertaV2Config(
+        vocab_size=vocab, hidden_size=256, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512, type_vocab_size=0, initializer_range=0.02, layer_norm_eps=1e-7,
+        relative_attention=True, max_relative_positions=-1, position_buckets=64, norm_rel_ebd="layer_norm",
+        share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+        pad_token_id=tokenizer.pad_token_id, legacy=False, tie_word_embeddings=False,
+    )
+
+
+def mask_for_training(ids, mask_id, vocab_low, vocab_high, generator):
+    """BERT masking: 15% of the non-special positions are chosen; of those 80% -> [MASK], 10% -> a
+    random piece, 10% kept. Returns (inputs, chosen positions as a bool tensor)."""
+    import torch
+
+    special = ids < vocab_low
+    chosen = (torch.rand(ids.shape, generator=generator) < MASK_PROB) & ~special
+    roll = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (roll < 0.8)] = mask_id
+    random_pos = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[random_pos] = torch.randint(vocab_low, vocab_high, (int(random_pos.sum()),), generator=generator)
+    return inputs, chosen
+
+
+def mlm_loss(model, inputs, targets, chosen):
+    """Cross-entropy of the LM head on the chosen positions only (the head is the costly part)."""
+    import torch.nn.functional as F
+
+    hidden = model.deberta(input_ids=inputs).last_hidden_state              # (B, Q, C)
+    logits = model.lm_predictions(hidden[chosen], model.deberta.embeddings.word_embeddings)   # (M, V)
+    loss = F.cross_entropy(logits.float(), targets[chosen])
+    correct = (logits.argmax(-1) == targets[chosen]).float().mean()
+    return loss, correct
+
+
+def lr_factor(step, elapsed, steps, warmup, budget):
+    """Learning-rate multiplier: linear warmup over ``warmup`` steps, then linear decay to 0 at
+    ``steps`` steps or, with a time ``budget`` (seconds), at ``budget`` seconds of training."""
+    decay = (1 - elapsed / budget) if budget else (steps - step) / max(1, steps - warmup)
+    return max(0.0, min((step + 1) / warmup, decay))
+
+
+def train(work, steps, batch_size, lr, layers, seed, eval_every, save_every, minutes=None):
+    """Pre-train the masked LM for ``steps`` steps, or until ``minutes`` of training when given
+    (the learning rate then decays in wall-clock time, so the run ends at a low rate whatever the
+    machine's load); log to ``train_log.csv``; checkpoint to ``work/checkpoint.pt`` (resumed from
+    if present)."""
+    import torch
+    from transformers import DebertaV2ForMaskedLM
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(work / "tokenizer")
+    train_ids, heldout_ids = tokenize_corpus(work)
+    config = model_config(tokenizer, layers)
+    model = DebertaV2ForMaskedLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f} M parameters; {train_ids.shape[0]} training rows", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    warmup = max(1, steps // 20)
+    budget = minutes * 60 if minutes else None
+    generator = torch.Generator().manual_seed(seed)
+    eval_generator_seed = seed + 1
+    start, elapsed0 = 0, 0.0
+    checkpoint = work / "checkpoint.pt"
+    log_path = work / "train_log.csv"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start, elapsed0 = state["step"], state["elapsed"]
+        print(f"resumed at step {start}", flush=True)
+        with open(log_path, newline="") as handle:
+            rows = [row for row in csv.reader(handle)]
+        with open(log_path, "w", newline="") as handle:      # drop rows logged after the checkpoint
+            csv.writer(handle).writerows([rows[0]] + [row for row in rows[1:] if int(row[0]) <= start])
+    else:
+        with open(log_path, "w", newline="") as handle:
+            csv.writer(handle).writerow(["step", "elapsed_s", "lr", "train_loss", "train_acc", "heldout_loss", "heldout_acc"])
+    eval_rows = torch.from_numpy(heldout_ids[:64])
+    mask_id, vocab_low, vocab_high = tokenizer.mask_token_id, 4, tokenizer.vocab_size
+    n_rows = train_ids.shape[0]
+    rng = np.random.default_rng(seed)
+    permutation = rng.permutation(n_rows)
+    t0 = time.time() - elapsed0
+    running = []
+    model.train()
+    for step in range(start, steps):
+        factor = lr_factor(step, time.time() - t0, steps, warmup, budget)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * factor
+        epoch, offset = divmod(step * batch_size, n_rows)
+        if offset + batch_size > n_rows:
+            offset = 0
+        order = permutation if epoch == 0 else np.random.default_rng(seed + epoch).permutation(n_rows)
+        batch = torch.from_numpy(train_ids[order[offset:offset + batch_size]])
+        inputs, chosen = mask_for_training(batch, mask_id, vocab_low, vocab_high, generator)
+        loss, correct = mlm_loss(model, inputs, batch, chosen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running.append((loss.item(), correct.item()))
+        done = step + 1
+        last = done == steps or (budget is not None and time.time() - t0 >= budget)
+        if done % eval_every == 0 or last:
+            model.eval()
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(eval_generator_seed)
+                e_inputs, e_chosen = mask_for_training(eval_rows, mask_id, vocab_low, vocab_high, g)
+                e_loss, e_correct = mlm_loss(model, e_inputs, eval_rows, e_chosen)
+            model.train()
+            t_loss, t_acc = np.mean(running, axis=0)
+            running = []
+            row = [done, round(time.time() - t0, 1), f"{lr * factor:.3g}", f"{t_loss:.4f}",
+                   f"{t_acc:.4f}", f"{e_loss.item():.4f}", f"{e_correct.item():.4f}"]
+            with open(log_path, "a", newline="") as handle:
+                csv.writer(handle).writerow(row)
+            print(" ".join(map(str, row)), flush=True)
+        if done % save_every == 0 or last:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(), "minutes": minutes,
+                        "step": done, "elapsed": time.time() - t0, "config": config.to_dict()},
+                       str(checkpoint) + ".tmp")
+            os.replace(str(checkpoint) + ".tmp", checkpoint)
+        if last:
+            break
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. export
+# ------------------------------------------------------------------------------------------------
+
+def export(work, out):
+    """Write the packaged folder: float16 model.safetensors, config.json, tokenizer files, and
+    the training curve (csv + png)."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+
+    state = torch.load(work / "checkpoint.pt", weights_only=False)
+    config = DebertaV2Config.from_dict(state["config"])
+    model = DebertaV2ForMaskedLM(config)
+    model.load_state_dict(state["model"])
+    model = model.half().eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    os.chmod(out / "model.safetensors", 0o644)
+    for name in ("spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+        if (work / "tokenizer" / name).exists():
+            shutil.copy(work / "tokenizer" / name, out / name)
+    shutil.copy(work / "train_log.csv", out / "training_curve.csv")
+    plot_curve(out / "training_curve.csv", out / "training_curve.png")
+    print(f"exported step {state['step']} to {out}")
+
+
+def plot_curve(csv_path, png_path):
+    """Training and held-out MLM loss against step, if matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no training_curve.png")
+        return
+    with open(csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(steps, [float(r["train_loss"]) for r in rows], label="train (running mean)")
+    ax.plot(steps, [float(r["heldout_loss"]) for r in rows], label="held-out (64 rows)")
+    ax.set_xlabel("step (batch 32 x 128 tokens)")
+    ax.set_ylabel("MLM loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. evaluation with pydeberta
+# ------------------------------------------------------------------------------------------------
+
+def masked_accuracy(model, tokenizer, rows, baseline_ids, seed=0, batch_size=16):
+    """Mask 15% of the non-special tokens of ``rows`` (all [MASK], ``np.random.default_rng(seed)``)
+    and score pydeberta's predictions. Returns dict with masked count, top-1/top-5 accuracy of the
+    model and of the baseline (``baseline_ids``: most frequent training tokens, most frequent first)."""
+    rng = np.random.default_rng(seed)
+    chosen = (rng.random(rows.shape) < MASK_PROB) & (rows >= 4) & (rows < tokenizer.vocab_size)
+    inputs = np.where(chosen, tokenizer.mask_token_id, rows)
+    top1 = top5 = 0
+    for start in range(0, rows.shape[0], batch_size):
+        logits = model(input_ids=inputs[start:start + batch_size]).logits       # (B, Q, V)
+        sel = chosen[start:start + batch_size]
+        picked = logits[sel]                                                       # (M, V)
+        target = rows[start:start + batch_size][sel]
+        best = np.argpartition(-picked, 5, axis=-1)[:, :5]
+        top1 += int((picked.argmax(-1) == target).sum())
+        top5 += int((best == target[:, None]).any(-1).sum())
+    target = rows[chosen]
+    n = int(chosen.sum())
+    return {"masked_tokens": n, "top1": top1 / n, "top5": top5 / n,
+            "baseline_top1": float(np.mean(target == baseline_ids[0])),
+            "baseline_top5": float(np.isin(target, baseline_ids[:5]).mean())}
+
+
+def evaluate(work, out, seed):
+    """Held-out accuracy of the exported folder with pydeberta; writes eval_results.json and
+    heldout_sample.txt into ``out``."""
+    from pydeberta import DebertaV2ForMaskedLM
+
+    tokenizer = load_tokenizer(out)
+    model = DebertaV2ForMaskedLM.from_pretrained(str(out))
+    train_ids = np.load(work / "train_ids.npy")
+    counts = np.bincount(train_ids[:, 1:-1].ravel(), minlength=tokenizer.vocab_size)
+    counts[:4] = 0
+    baseline_ids = np.argsort(-counts, kind="stable")[:5]
+    heldout_lines = read_lines(work / "heldout.txt")
+    full = masked_accuracy(model, tokenizer, pack_rows(tokenizer, heldout_lines), baseline_ids, seed)
+    blocks = (work / "heldout.txt").read_text(encoding="utf-8").strip("\n").split("\n\n")
+    per_block = -(-SAMPLE_LINES // len(blocks))             # ceil
+    sample_lines = [line for block in blocks for line in block.split("\n")[:per_block]]
+    (out / "heldout_sample.txt").write_text("\n".join(sample_lines) + "\n", encoding="utf-8")
+    sample = masked_accuracy(model, tokenizer, pack_rows(tokenizer, sample_lines), baseline_ids, seed)
+    results = {
+        "protocol": f"rows of {SEQ_LEN} tokens ([CLS] + {SEQ_LEN - 2} + [SEP]) packed from the held-out lines; "
+                    f"{MASK_PROB:.0%} of non-special tokens replaced by [MASK] with numpy default_rng({seed}); "
+                    "top-k accuracy of the original token; scored with pydeberta",
+        "baseline_token_ids": [int(i) for i in baseline_ids],
+        "baseline_tokens": [tokenizer.convert_ids_to_tokens(int(i)) for i in baseline_ids],
+        "heldout": {"lines": len(heldout_lines), **full},
+        "heldout_sample": {"file": "heldout_sample.txt", "lines": len(sample_lines), **sample},
+        "mask_seed": seed,
+    }
+    (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. model card
+# ------------------------------------------------------------------------------------------------
+
+def write_card(work, out, args):
+    """Write ``out/README.md`` from corpus.json, the training log, config.json and eval_results.json."""
+    corpus = json.loads((work / "corpus.json").read_text())
+    results = json.loads((out / "eval_results.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    with open(out / "training_curve.csv") as handle:
+        log = list(csv.DictReader(handle))
+    last = log[-1]
+    train_rows = np.load(work / "train_ids.npy", mmap_mode="r").shape[0]
+    n_params = _count_parameters(out)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    mask_id = load_tokenizer(out).mask_token_id
+    full, sample = results["heldout"], results["heldout_sample"]
+    import torch
+    minutes = torch.load(work / "checkpoint.pt", weights_only=False).get("minutes")
+    decay = (f"linear decay towards 0 over a wall-clock budget of {minutes:g} minutes, stopping there or "
+             f"at step {args.steps}, whichever comes first (`--minutes {minutes:g}`: the shared machine's "
+             f"load made the speed unpredictable). This run stopped at step {last['step']} after "
+             f"{float(last['elapsed_s']) / 60:.0f} minutes, at learning rate {last['lr']}; it was resumed "
+             "once, from its step-100 checkpoint, when this schedule replaced a step-based one"
+             if minutes else f"linear decay to 0 at step {args.steps}")
+    examples = _fill_mask_examples(out)
+    source_rows = "\n".join(
+        f"| `{name}` | {info['what']} | {info['licence']} | {info['documents']:,} | {info['lines']:,} | "
+        f"{info['characters'] / 1e6:.1f} M |" for name, info in corpus["sources"].items())
+    every = max(1, len(log) // 12)
+    curve_rows = "\n".join(
+        f"| {r['step']} | {float(r['elapsed_s']) / 60:.1f} | {r['lr']} | {float(r['train_loss']):.3f} | "
+        f"{float(r['heldout_loss']):.3f} | {float(r['heldout_acc']):.3f} |"
+        for i, r in enumerate(log) if i % every == every - 1 or i == len(log) - 1)
+    text = f"""# pydeberta/tiny
+
+A small DeBERTa-v3-style masked language model trained by the pydeberta project itself, so that
+pydeberta can run a real model on a machine with no internet and no model hub. It ships inside
+the package and every `from_pretrained`, `pipeline` and the command line accept the name
+`"pydeberta/tiny"`:
+
+```python
+import pydeberta
+fill = pydeberta.pipeline("fill-mask", model="pydeberta/tiny")
+fill("In the beginning God created the heaven and the [MASK].")
+```
+
+It is a teaching and testing model: {n_params / 1e6:.1f} M parameters trained for
+{float(last['elapsed_s']) / 60:.0f} minutes on one CPU thread. It knows the style of the King James
+Bible, the Python documentation and fortune cookies, and little else. Do not fine-tune it for
+anything that matters.
+
+## Data
+
+English text from three Debian packages (bookworm), built by `tools/train_tiny.py --step corpus`:
+
+| package | text | licence | documents | lines | characters |
+|---|---|---|---:|---:|---:|
+{source_rows}
+
+reST markup of the Python documentation is stripped roughly (directives other than admonitions,
+literal blocks, doctests and tables dropped; roles, links and literals reduced to their text).
+One paragraph, verse or cookie per line; exact (case-insensitive) duplicate lines dropped.
+Lines are grouped into blocks of {corpus['block_lines']} consecutive lines of one document; a
+shuffle seeded with {corpus['seed']} puts {corpus['heldout_blocks']} of {corpus['blocks']:,} blocks (2%)
+in the held-out split ({corpus['heldout_characters'] / 1e3:.0f} k characters) and the rest in the
+training split ({corpus['train_characters'] / 1e6:.1f} M characters). `heldout_sample.txt` holds the
+first {sample['lines'] // corpus['heldout_blocks']} lines of every held-out block ({sample['lines']} lines).
+
+## Tokenizer
+
+sentencepiece unigram, {mask_id:,} pieces trained on the training split (`nmt_nfkc`, byte fallback,
+character coverage 0.9999), with DeBERTa's layout: `[PAD]`=0, `[CLS]`=1, `[SEP]`=2, `[UNK]`=3,
+then `[MASK]`={mask_id} as an added token. The embedding matrix has
+{config['vocab_size']:,} rows ({mask_id + 1:,} rounded up to a multiple of 64; the extra rows are never used).
+Both pydeberta's and transformers' `DebertaV2Tokenizer` read these files to the same ids.
+
+## Model
+
+`DebertaV2ForMaskedLM`, DeBERTa-v3 layout: {config['num_hidden_layers']} layers, hidden
+{config['hidden_size']}, {config['num_attention_heads']} heads, FFN {config['intermediate_size']}
+(GELU), relative attention with {config['position_buckets']} log buckets (`max_relative_positions=-1`,
+so a span of {config['position_buckets']} and {2 * config['position_buckets']} relative embeddings),
+`pos_att_type=["p2c", "c2p"]`, `share_att_key=True`, `norm_rel_ebd="layer_norm"`, no absolute
+positions, no token types, `legacy=False` MLM head (dense + LayerNorm, then the word embeddings
+and a bias), untied head copy as transformers 4.57 requires. {n_params / 1e6:.2f} M parameters,
+stored as float16 (`model.safetensors`); pydeberta and transformers widen them to float32.
+The folder is {size / 1e6:.1f} MB.
+
+## Recipe
+
+`tools/train_tiny.py --step train` with transformers {_version('transformers')} and torch
+{_version('torch')} as the training tool only:
+
+- rows of {SEQ_LEN} tokens (`[CLS]` + {SEQ_LEN - 2} tokens + `[SEP]`) packed from the tokenized
+  training lines: {train_rows:,} rows, {train_rows * SEQ_LEN / 1e6:.1f} M tokens;
+- masked LM: {MASK_PROB:.0%} of the non-special tokens chosen; 80% replaced by `[MASK]`, 10% by a
+  random piece, 10% kept; cross-entropy on the chosen positions;
+- AdamW, peak learning rate {args.lr:g}, betas 0.9/0.98, eps 1e-6, weight decay 0.01 (not on biases
+  and LayerNorm), gradient clipping 1.0, linear warmup over {int(args.steps) // 20} steps, then
+  {decay}; dropout 0.1;
+- batch {args.batch_size} x {SEQ_LEN}, {last['step']} steps
+  ({int(last['step']) * args.batch_size * SEQ_LEN / train_rows / SEQ_LEN:.1f} epochs), seed {args.seed};
+- one torch thread under `nice -n 10` on a shared 2-core machine: {float(last['elapsed_s']) / 60:.0f} minutes.
+
+## Training curve
+
+![MLM loss](training_curve.png)
+
+Every {25 * every} steps (full log: `training_curve.csv`; train loss is the running mean since the
+previous row, held-out loss and accuracy are on 64 fixed held-out rows with 80/10/10 masking):
+
+| step | minutes | lr | train loss | held-out loss | held-out top-1 |
+|---:|---:|---:|---:|---:|---:|
+{curve_rows}
+
+## Held-out accuracy
+
+`tools/train_tiny.py --step eval`, scored with pydeberta (NumPy): held-out lines packed into
+{SEQ_LEN}-token rows as in training; {MASK_PROB:.0%} of the non-special tokens replaced by `[MASK]`
+(all of them, no 80/10/10), chosen with `numpy.random.default_rng({results['mask_seed']})`;
+accuracy of the original token among the model's top 1 and top 5. The baseline always predicts
+the most frequent training tokens: {", ".join(f"`{t}`" for t in results['baseline_tokens'])}
+(top-1: the first; top-5: all five).
+
+| split | masked tokens | model top-1 | model top-5 | baseline top-1 | baseline top-5 |
+|---|---:|---:|---:|---:|---:|
+| held-out (2%, {full['lines']:,} lines) | {full['masked_tokens']:,} | {full['top1']:.3f} | {full['top5']:.3f} | {full['baseline_top1']:.3f} | {full['baseline_top5']:.3f} |
+| `heldout_sample.txt` ({sample['lines']} lines) | {sample['masked_tokens']:,} | {sample['top1']:.3f} | {sample['top5']:.3f} | {sample['baseline_top1']:.3f} | {sample['baseline_top5']:.3f} |
+
+Top-1 is {full['top1'] / full['baseline_top1']:.1f} times the baseline's. `tests/test_bundled.py`
+re-scores `heldout_sample.txt` and checks its row of this table. The figures are in
+`eval_results.json`.
+
+## Examples
+
+`pydeberta.pipeline("fill-mask", model="pydeberta/tiny")`, top 5:
+
+{examples}
+
+## Reproduce
+
+```sh
+python tools/train_tiny.py --step corpus   # apt-get install python3.11-doc bible-kjv fortunes if missing
+python tools/train_tiny.py --step vocab
+python tools/train_tiny.py --step train --steps {args.steps}{f" --minutes {minutes:g}" if minutes else ""}
+python tools/train_tiny.py --step export
+python tools/train_tiny.py --step eval     # also writes this card
+```
+
+Corpus, vocabulary and held-out split are deterministic; the weights depend on torch's kernels.
+"""
+    (out / "README.md").write_text(text, encoding="utf-8")
+    print(f"wrote {out / 'README.md'}")
+
+
+EXAMPLES = [
+    "In the beginning God created the heaven and the [MASK].",
+    "The [MASK] statement is used to leave a loop early.",
+    "Use a [MASK] to store key and value pairs.",
+    "Never put off till tomorrow what you can do [MASK].",
+    "Beautiful is better than [MASK].",
+]
+
+
+def _fill_mask_examples(folder):
+    """Markdown lines: each example sentence and the pipeline's top 5 for its mask."""
+    from pydeberta import pipeline
+    fill = pipeline("fill-mask", model=str(folder))
+    lines = []
+    for sentence in EXAMPLES:
+        predictions = fill(sentence)
+        tokens = ", ".join(f"`{p['token_str'].strip() or p['token_str']}` {p['score']:.2f}" for p in predictions)
+        lines.append(f"- {sentence.replace('[MASK]', '`[MASK]`')} -> {tokens}")
+    return "\n".join(lines)
+
+
+def _count_parameters(folder):
+    """Number of stored parameters in ``folder/model.safetensors``."""
+    from safetensors import safe_open
+    with safe_open(str(folder / "model.safetensors"), "np") as handle:
+        return sum(int(np.prod(handle.get_slice(key).get_shape())) for key in handle.keys())
+
+
+def _version(package):
+    from importlib.metadata import version
+    return version(package)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--step", required=True, choices=["corpus", "vocab", "train", "export", "eval", "card", "all"])
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="intermediate files (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=PACKAGE_FOLDER, help="the exported folder (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="train for this long (wall clock, resumed time included), the learning rate "
+                             "decaying to 0 at the end; --steps is then only an upper bound")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--save-every", type=int, default=100)
+    args = parser.parse_args(argv)
+    steps = ["corpus", "vocab", "train", "export", "eval"] if args.step == "all" else [args.step]
+    for step in steps:
+        t0 = time.time()
+        if step == "corpus":
+            build_corpus(args.work, args.seed)
+        elif step == "vocab":
+            build_vocab(args.work, args.vocab_size, args.seed)
+        elif step == "train":
+            train(args.work, args.steps, args.batch_size, args.lr, args.layers, args.seed,
+                  args.eval_every, args.save_every, args.minutes)
+        elif step == "export":
+            export(args.work, args.out)
+        elif step == "eval":
+            evaluate(args.work, args.out, args.seed)
+            write_card(args.work, args.out, args)
+        elif step == "card":
+            write_card(args.work, args.out, args)
+        print(f"[{step}] {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
