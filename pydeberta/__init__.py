@@ -9,6 +9,7 @@ Switch from transformers by changing one import::
 
 __version__ = "0.1.0"
 
+from ._backend import backend_info, use_backend
 from .checkpoint import CheckpointError, UnsafeCheckpointError
 from .config import DebertaV2Config
 from .encoding import BatchEncoding
@@ -31,6 +32,8 @@ __all__ = [
     "DebertaV2TokenizerFast",
     "BatchEncoding",
     "pipeline",
+    "backend_info",
+    "use_backend",
     "CheckpointError",
     "UnsafeCheckpointError",
 ]

@@ -46,6 +46,7 @@ import unicodedata
 
 import sentencepiece
 
+from .checkpoint import BUNDLED_MODELS
 from .encoding import (
     COLUMNS,
     PADDING_SIDES,
@@ -745,6 +746,8 @@ class _DebertaV2TokenizerBase:
             raise TypeError("pretrained_model_name_or_path must be a folder path; "
                             f"got {type(pretrained_model_name_or_path).__name__}")
         folder = os.fspath(pretrained_model_name_or_path)
+        if folder in BUNDLED_MODELS:  # a bundled name such as "pydeberta/tiny"
+            folder = os.fspath(BUNDLED_MODELS[folder])
         if not os.path.isdir(folder):
             raise ValueError(f"pretrained_model_name_or_path: {folder!r} is not a folder; pydeberta reads local "
                              "folders holding spm.model (download hub repositories first, e.g. with "

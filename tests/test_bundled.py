@@ -65,10 +65,8 @@ def test_tokenizer_layout(tokenizer):
 
 
 def test_tokenizer_loads_by_name():
-    try:
-        tokenizer = pydeberta.DebertaV2TokenizerFast.from_pretrained(NAME)
-    except ValueError as error:
-        pytest.xfail(f"DebertaV2TokenizerFast.from_pretrained does not resolve bundled names yet: {error}")
+    tokenizer = pydeberta.DebertaV2TokenizerFast.from_pretrained(NAME)
+    assert tokenizer.get_vocab() == pydeberta.DebertaV2Tokenizer.from_pretrained(NAME).get_vocab()
     assert tokenizer.mask_token_id == tokenizer.vocab_size
 
 

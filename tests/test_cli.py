@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def folders(tmp_path_factory):
 def cli(*args, stdin=None):
     """Run ``pydeberta ARGS`` as a user would; returns the completed process."""
     return subprocess.run([sys.executable, "-m", "pydeberta.cli", *map(str, args)], input=stdin,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())  # cwd: run the installed package, not the source tree
 
 
 def json_lines(result):

@@ -11,6 +11,7 @@ prints the largest difference and where it is.
 import inspect
 import os
 import subprocess
+import tempfile
 import sys
 
 import numpy as np
@@ -381,7 +382,8 @@ def run_python(code, backend):
     env = {k: v for k, v in os.environ.items() if k != "PYDEBERTA_BACKEND"}
     if backend is not None:
         env["PYDEBERTA_BACKEND"] = backend
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tempfile.gettempdir())  # cwd: import the installed package, not the source tree
 
 
 @pytest.mark.parametrize("backend,expected", [(None, "numpy"), ("auto", "numpy"), ("numpy", "numpy")])

@@ -1,6 +1,7 @@
 """Loading real checkpoint folders written by transformers, the key table, and saving back."""
 
 import subprocess
+import tempfile
 import sys
 import warnings
 
@@ -189,6 +190,7 @@ def test_loading_and_running_import_neither_torch_nor_transformers(tmp_path):
         "print(m(input_ids=np.array([[1, 2, 3]])).logits.shape)\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tempfile.gettempdir())  # the installed package, not the source tree
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 3, 40)"
