@@ -100,18 +100,18 @@ def encoder(x, params, config, mask, relative_tables=None, output_attentions=Fal
     index = None
     if config.relative_attention:
         if relative_tables is None:
-            relative_tables = [relative_projections(relative_embeddings(params, config),
-                                                    layer["attention"]["self"], config.num_attention_heads,
+            R = relative_embeddings(params, config)  # [2S, C]
+            relative_tables = [relative_projections(R, layer["attention"]["self"], config.num_attention_heads,
                                                     config.pos_att, config.share_att_key)
                                for layer in params["layer"]]
         index = relative_index(N, N, config.att_span, config.position_buckets, config.max_relative_span)
-    if study is not None and config.relative_attention:
-        study.relative_positions = build_relative_position(N, N, config.position_buckets, config.max_relative_span)
-        study.rel_index = index
-    if config.relative_attention:
+        if study is not None:
+            study.relative_positions = build_relative_position(N, N, config.position_buckets,
+                                                               config.max_relative_span)
+            study.rel_index = index
         # Only the table rows some (i, j) reaches take part: c(i, j) lies in [lo, hi], far fewer
         # than 2S rows when N <= S (spec §5.3). Slice the cached tables and shift the index.
-        lo, hi = (int(index.min()), int(index.max())) if index.size else (0, 0)
+        lo, hi = int(index.min()), int(index.max())
         index = index - lo
         relative_tables = [tuple(None if t is None else t[:, lo:hi + 1] for t in tables) for tables in relative_tables]
     hidden_states, attentions, terms = [x], [], []
