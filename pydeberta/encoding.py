@@ -193,26 +193,25 @@ class Encoding:
         return self._assemble(lambda seq, start, stop, index: seq.word_ids[start:stop], None, None)
 
 
+def _strategy(name, value, when_true, when_false, choices):
+    """Canonical strategy name: True -> ``when_true``, False/None -> ``when_false``, else one of ``choices``."""
+    if value is True:
+        return when_true
+    if value is False or value is None:
+        return when_false
+    if isinstance(value, str) and value in choices:
+        return value
+    raise ValueError(f"{name} must be True, False or one of {choices}; got {value!r}")
+
+
 def padding_strategy(padding):
     """Canonical padding strategy: True -> "longest", False/None -> "do_not_pad"."""
-    if padding is True:
-        return "longest"
-    if padding is False or padding is None:
-        return "do_not_pad"
-    if isinstance(padding, str) and padding in PADDING_STRATEGIES:
-        return padding
-    raise ValueError(f"padding must be True, False or one of {PADDING_STRATEGIES}; got {padding!r}")
+    return _strategy("padding", padding, "longest", "do_not_pad", PADDING_STRATEGIES)
 
 
 def truncation_strategy(truncation):
     """Canonical truncation strategy: True -> "longest_first", False/None -> "do_not_truncate"."""
-    if truncation is True:
-        return "longest_first"
-    if truncation is False or truncation is None:
-        return "do_not_truncate"
-    if isinstance(truncation, str) and truncation in TRUNCATION_STRATEGIES:
-        return truncation
-    raise ValueError(f"truncation must be True, False or one of {TRUNCATION_STRATEGIES}; got {truncation!r}")
+    return _strategy("truncation", truncation, "longest_first", "do_not_truncate", TRUNCATION_STRATEGIES)
 
 
 def _check_int(name, value, minimum):
