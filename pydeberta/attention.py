@@ -28,12 +28,6 @@ def split_heads(x, num_heads):
     return x.reshape(B, N, num_heads, -1).transpose(0, 2, 1, 3)  # [B, H, N, D]
 
 
-def merge_heads(x):
-    """``[B, H, N, D] -> [B, N, H*D]``, the inverse of :func:`split_heads`."""
-    B, H, N, D = x.shape
-    return x.transpose(0, 2, 1, 3).reshape(B, N, H * D)  # [B, N, H*D]
-
-
 def attention_scale(head_size, pos_att, dtype):
     """``sqrt(D · sf)`` with ``sf = 1 + #{c2p, p2c} in pos_att``.
 
@@ -183,15 +177,16 @@ def disentangled_self_attention(hidden, params, num_heads, visible, pos_att, rel
     key = key / scale  # [B, H, N, D]
     scaled_query = query / scale if pos_key is not None else None  # [B, H, N, D]
     probs = np.empty((B, H, N, N), query.dtype)
-    context = np.empty((B, H, N, D), query.dtype)
+    context = np.empty((B, N, H, D), query.dtype)  # written head by head, merged by a free reshape
+    context_heads = context.transpose(0, 2, 1, 3)  # [B, H, N, D] view
     R = max((t.shape[1] for t in (pos_key, pos_query) if t is not None), default=0)
     for h in head_chunks(B, H, N, R, query.dtype.itemsize):
         c2c = query[:, h] @ key[:, h].swapaxes(-1, -2)  # [B, h, N, N]
         c2p = relative_scores(scaled_query[:, h], pos_key[h]) if pos_key is not None else None  # [B, h, N, R]
         p2c = relative_scores(key[:, h], pos_query[h]) if pos_query is not None else None  # [B, h, N, R]
         disentangled_attention_probs(c2c, visible, c2p, p2c, rel_index, out=probs[:, h])  # [B, h, N, N]
-        np.matmul(probs[:, h], value[:, h], out=context[:, h])  # [B, h, N, D]
-    return merge_heads(context), probs  # [B, N, C], [B, H, N, N]
+        np.matmul(probs[:, h], value[:, h], out=context_heads[:, h])  # [B, h, N, D]
+    return context.reshape(B, N, H * D), probs  # [B, N, C], [B, H, N, N]
 
 
 def attention_output(context, residual, params, eps):

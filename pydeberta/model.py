@@ -21,7 +21,7 @@ from .functional import get_activation, layer_norm, linear
 from .inputs import prepare_inputs
 from .outputs import BaseModelOutput, StudyOutput
 from .positions import build_relative_position, relative_index
-from .weights import expected_shapes, flatten, init_parameters, match_state_dict, unflatten
+from .weights import expected_shapes, flatten, init_parameters, match_state_dict, pack, unflatten
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 
@@ -162,12 +162,7 @@ class DebertaV2PreTrainedModel:
             params = init_parameters(config, self.head, seed)
         else:
             params = match_state_dict(params, config, self.head, source="params")
-        flat = {}
-        for key, value in params.items():
-            value = np.ascontiguousarray(value, dtype=self.dtype)
-            value.flags.writeable = False  # the relative-table cache relies on parameters not changing in place
-            flat[key] = value
-        self.tree = unflatten(flat)
+        self.tree = unflatten(pack(params, self.dtype))
         self._relative_cache = None
 
     @classmethod
