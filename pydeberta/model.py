@@ -20,7 +20,7 @@ from .conv import conv_layer
 from .functional import get_activation, layer_norm, linear
 from .inputs import prepare_inputs
 from .outputs import BaseModelOutput, StudyOutput
-from .positions import build_relative_position, relative_index
+from .positions import build_relative_position, reachable_rows, relative_index
 from .weights import expected_shapes, flatten, init_parameters, match_state_dict, pack, unflatten
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -104,15 +104,13 @@ def encoder(x, params, config, mask, relative_tables=None, output_attentions=Fal
             relative_tables = [relative_projections(R, layer["attention"]["self"], config.num_attention_heads,
                                                     config.pos_att, config.share_att_key)
                                for layer in params["layer"]]
-        index = relative_index(N, N, config.att_span, config.position_buckets, config.max_relative_span)
+        sizes = (config.att_span, config.position_buckets, config.max_relative_span)
         if study is not None:
-            study.relative_positions = build_relative_position(N, N, config.position_buckets,
-                                                               config.max_relative_span)
-            study.rel_index = index
+            study.relative_positions = build_relative_position(N, N, *sizes[1:])
+            study.rel_index = relative_index(N, N, *sizes)
         # Only the table rows some (i, j) reaches take part: c(i, j) lies in [lo, hi], far fewer
-        # than 2S rows when N <= S (spec §5.3). Slice the cached tables and shift the index.
-        lo, hi = int(index.min()), int(index.max())
-        index = index - lo
+        # than 2S rows when N <= S (spec §5.3). Slice the cached tables; index is c(i, j) - lo.
+        lo, hi, index = reachable_rows(N, N, *sizes)
         relative_tables = [tuple(None if t is None else t[:, lo:hi + 1] for t in tables) for tables in relative_tables]
     hidden_states, attentions, terms = [x], [], []
     embedding_output = x

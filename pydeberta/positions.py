@@ -89,3 +89,20 @@ def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=
     index = np.clip(rel + att_span, 0, 2 * att_span - 1)  # [Q, K]
     index.flags.writeable = False
     return index
+
+
+@functools.lru_cache(maxsize=64)
+def reachable_rows(query_size, key_size, att_span, bucket_size=-1, max_position=-1):
+    """The relative-table rows some (query, key) pair reads, and the index into just those rows.
+
+    ``c(i, j)`` (:func:`relative_index`) lies in ``[lo, hi]``, far fewer than ``2S`` rows when
+    ``Q, K <= S``; attention then needs only ``table[lo:hi + 1]`` and the index ``c(i, j) - lo``.
+
+    Returns:
+        ``(lo, hi, shifted)`` with ``shifted`` a read-only int64 ``[Q, K]`` array in ``[0, hi - lo]``.
+    """
+    index = relative_index(query_size, key_size, att_span, bucket_size, max_position)
+    lo, hi = (int(index.min()), int(index.max())) if index.size else (0, 0)
+    shifted = index - lo  # [Q, K]
+    shifted.flags.writeable = False
+    return lo, hi, shifted

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
 
 from oracle import BUCKET_PAIRS
-from pydeberta.positions import build_relative_position, make_log_bucket_position, relative_index
+from pydeberta.positions import build_relative_position, make_log_bucket_position, reachable_rows, relative_index
 
 R = np.arange(-4096, 4097)
 
@@ -61,3 +61,20 @@ def test_relative_index_is_the_clamped_shifted_distance(n, span):
     """Without buckets: c(i, j) = clip(i - j + S, 0, 2S - 1) (the off-by-one saturation of spec §5.3)."""
     rel = np.arange(n)[:, None] - np.arange(n)[None, :]
     np.testing.assert_array_equal(relative_index(n, n, span), np.clip(rel + span, 0, 2 * span - 1))
+
+
+def test_reachable_rows_hand_worked():
+    """n=3, S=4, no buckets: c(i, j) = i - j + 4 lies in [2, 6], so rows 2..6 and index c - 2."""
+    lo, hi, shifted = reachable_rows(3, 3, 4)
+    assert (lo, hi) == (2, 6)
+    np.testing.assert_array_equal(shifted, [[2, 1, 0], [3, 2, 1], [4, 3, 2]])
+    assert not shifted.flags.writeable
+
+
+@settings(max_examples=30)
+@given(n=st.integers(1, 600), buckets=st.sampled_from([-1, 8, 256]))
+def test_reachable_rows_cover_exactly_the_index(n, buckets):
+    index = relative_index(n, n, 256, buckets, 512)
+    lo, hi, shifted = reachable_rows(n, n, 256, buckets, 512)
+    assert (lo, hi) == (index.min(), index.max())
+    np.testing.assert_array_equal(shifted + lo, index)
