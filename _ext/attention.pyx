@@ -13,8 +13,8 @@ content scores, puts ``finfo.min`` at hidden entries (another temporary) and tak
 
 written in place of the content scores if asked, with ``prange`` over all blocks of all
 ``B * H`` matrices. The additions happen in the reference's order; exp is the C library's
-(libmvec's SIMD variant where available); the row sum is accumulated in double, in four
-interleaved partial sums (a fixed order: the same result on any number of threads).
+(libmvec's SIMD variant where available); the row sum is accumulated in double, in sixteen
+partial sums (a fixed order: the same result on any number of threads).
 """
 
 import numpy as np
@@ -24,7 +24,8 @@ from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
 from omp_compat cimport omp_get_max_threads
-from vector_math cimport pydeberta_exp_shifted_double, pydeberta_exp_shifted_float
+from vector_math cimport (pydeberta_exp_shifted_double, pydeberta_exp_shifted_float, pydeberta_max_double,
+                          pydeberta_max_float, pydeberta_sum_double, pydeberta_sum_float)
 
 ctypedef fused floating:
     float
@@ -39,20 +40,20 @@ cdef inline void _exp_shifted(floating* s, Py_ssize_t K, floating top) noexcept 
         pydeberta_exp_shifted_double(s, K, top)
 
 
+cdef inline floating _max(const floating* s, Py_ssize_t K) noexcept nogil:
+    """``max_j s[j]`` (16 running maxima: vectorised, exact in any order)."""
+    if floating is float:
+        return pydeberta_max_float(s, K)
+    else:
+        return pydeberta_max_double(s, K)
+
+
 cdef inline double _sum(const floating* s, Py_ssize_t K) noexcept nogil:
-    """``sum_j s[j]`` in double, four partial sums (a fixed order: same result on any thread)."""
-    cdef double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0
-    cdef Py_ssize_t j = 0
-    while j + 4 <= K:
-        t0 = t0 + s[j]
-        t1 = t1 + s[j + 1]
-        t2 = t2 + s[j + 2]
-        t3 = t3 + s[j + 3]
-        j = j + 4
-    while j < K:
-        t0 = t0 + s[j]
-        j = j + 1
-    return (t0 + t1) + (t2 + t3)
+    """``sum_j s[j]`` in double, 16 partial sums (a fixed order: same result on any thread)."""
+    if floating is float:
+        return pydeberta_sum_float(s, K)
+    else:
+        return pydeberta_sum_double(s, K)
 
 
 cdef enum:
@@ -93,18 +94,16 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
     """One query row: ``s = c2c + rel`` (``rel`` NULL: no relative term), then the masked
     softmax, into ``out`` (which may be ``c2c``)."""
     cdef Py_ssize_t j
-    cdef floating s, top = -INFINITY, norm
+    cdef floating s, norm
     cdef bint any_visible = False
     if rel != NULL:
         for j in range(K):
-            s = c2c[j] + rel[j] if visible[j] else -INFINITY
-            out[j] = s
-            top = s if s > top else top
+            s = c2c[j] + rel[j]
+            out[j] = s if visible[j] else -INFINITY
     else:
         for j in range(K):
-            s = c2c[j] if visible[j] else -INFINITY
-            out[j] = s
-            top = s if s > top else top
+            s = c2c[j]
+            out[j] = s if visible[j] else -INFINITY
     for j in range(K):
         if visible[j]:
             any_visible = True
@@ -114,7 +113,7 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
         for j in range(K):
             out[j] = norm
         return
-    _exp_shifted(out, K, top)
+    _exp_shifted(out, K, _max(out, K))
     norm = <floating>_sum(out, K)
     for j in range(K):
         out[j] = out[j] / norm

@@ -42,7 +42,7 @@ cdef inline void _gelu_run(const floating* x, floating* y, Py_ssize_t n) noexcep
 
 cdef void _gelu(const floating[::1] x, floating[::1] y) noexcept nogil:
     cdef Py_ssize_t n = x.shape[0], chunk, start
-    for chunk in prange((n + CHUNK - 1) // CHUNK, schedule="static"):
+    for chunk in prange((n + CHUNK - 1) // CHUNK, schedule="dynamic"):
         start = chunk * CHUNK
         _gelu_run(&x[start], &y[start], CHUNK if start + CHUNK <= n else n - start)
 

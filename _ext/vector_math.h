@@ -52,4 +52,36 @@ static PYDEBERTA_CLONES void pydeberta_exp_shifted_double(double *s, ptrdiff_t n
         s[k] = exp(s[k] - top);
 }
 
+/* Row reductions of the softmax, kept as PYDEBERTA_LANES independent running results: lane k takes
+ * elements k, k + LANES, ... and the lanes are combined in a fixed order at the end. Nothing is
+ * reassociated, so GCC vectorises them without fast-math, and the result is the same on any
+ * thread and any instruction set. The maximum is exact in any order; the sum is taken in double. */
+#define PYDEBERTA_LANES 16
+
+#define PYDEBERTA_ROW_REDUCTIONS(T, NAME)                                                          \
+    /* max_j s[j] (-inf when n = 0; a NaN is never picked, as `s > top ? s : top`). */            \
+    static PYDEBERTA_CLONES T pydeberta_max_##NAME(const T *s, ptrdiff_t n) {                      \
+        T lane[PYDEBERTA_LANES], top = -INFINITY;                                                  \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) lane[k] = -INFINITY;                             \
+        ptrdiff_t j = 0;                                                                           \
+        for (; j + PYDEBERTA_LANES <= n; j += PYDEBERTA_LANES)                                     \
+            for (int k = 0; k < PYDEBERTA_LANES; k++) lane[k] = s[j + k] > lane[k] ? s[j + k] : lane[k]; \
+        for (; j < n; j++) top = s[j] > top ? s[j] : top;                                          \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) top = lane[k] > top ? lane[k] : top;             \
+        return top;                                                                                \
+    }                                                                                              \
+    /* sum_j s[j], accumulated in double. */                                                       \
+    static PYDEBERTA_CLONES double pydeberta_sum_##NAME(const T *s, ptrdiff_t n) {                 \
+        double lane[PYDEBERTA_LANES] = {0.0}, total = 0.0;                                         \
+        ptrdiff_t j = 0;                                                                           \
+        for (; j + PYDEBERTA_LANES <= n; j += PYDEBERTA_LANES)                                     \
+            for (int k = 0; k < PYDEBERTA_LANES; k++) lane[k] += (double)s[j + k];                 \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) total += lane[k];                                \
+        for (; j < n; j++) total += (double)s[j];                                                  \
+        return total;                                                                              \
+    }
+
+PYDEBERTA_ROW_REDUCTIONS(float, float)
+PYDEBERTA_ROW_REDUCTIONS(double, double)
+
 #endif

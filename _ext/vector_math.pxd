@@ -6,3 +6,7 @@ cdef extern from "vector_math.h":
     void pydeberta_gelu_double(const double* x, double* y, Py_ssize_t n) noexcept nogil
     void pydeberta_exp_shifted_float(float* s, Py_ssize_t n, float top) noexcept nogil
     void pydeberta_exp_shifted_double(double* s, Py_ssize_t n, double top) noexcept nogil
+    float pydeberta_max_float(const float* s, Py_ssize_t n) noexcept nogil
+    double pydeberta_max_double(const double* s, Py_ssize_t n) noexcept nogil
+    double pydeberta_sum_float(const float* s, Py_ssize_t n) noexcept nogil
+    double pydeberta_sum_double(const double* s, Py_ssize_t n) noexcept nogil
