@@ -12,7 +12,9 @@ import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from vector_math cimport pydeberta_gelu_double, pydeberta_gelu_float
+from vector_math cimport (pydeberta_gelu_double, pydeberta_gelu_float, pydeberta_normalise_double,
+                          pydeberta_normalise_float, pydeberta_sum_double, pydeberta_sum_float,
+                          pydeberta_sum_sq_dev_double, pydeberta_sum_sq_dev_float)
 
 ctypedef fused floating:
     float
@@ -67,36 +69,66 @@ def gelu(x):
     return y
 
 
-cdef void _layer_norm(const floating[:, ::1] x, const floating[::1] weight, const floating[::1] bias, double eps,
+cdef inline double _row_sum(const floating* s, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return pydeberta_sum_float(s, n)
+    else:
+        return pydeberta_sum_double(s, n)
+
+
+cdef inline double _row_sum_sq_dev(const floating* s, Py_ssize_t n, double mean) noexcept nogil:
+    if floating is float:
+        return pydeberta_sum_sq_dev_float(s, n, mean)
+    else:
+        return pydeberta_sum_sq_dev_double(s, n, mean)
+
+
+cdef inline void _row_normalise(const floating* s, floating* y, const floating* w, const floating* b, Py_ssize_t n,
+                                double mean, double inv_std) noexcept nogil:
+    if floating is float:
+        pydeberta_normalise_float(s, y, w, b, n, mean, inv_std)
+    else:
+        pydeberta_normalise_double(s, y, w, b, n, mean, inv_std)
+
+
+cdef void _layer_norm(const floating[:, ::1] x, const floating[:, ::1] residual, bint has_residual,
+                      const floating[::1] weight, const floating[::1] bias, double eps,
                       floating[:, ::1] y) noexcept nogil:
-    """Per row, in double: the mean, the mean of squared deviations (two passes), then the
-    normalised row rounded once to the element type."""
+    """Per row: ``v = x + residual`` (in the element type, written to ``y``) when there is one;
+    then, in double, the mean, the mean of squared deviations (two passes) and the normalised
+    row rounded once to the element type. Row reductions are 16-lane sums (vector_math.h)."""
     cdef Py_ssize_t M = x.shape[0], C = x.shape[1], m, c
-    cdef double total, mean, inv_std
+    cdef double mean, inv_std
+    cdef const floating* row
     for m in prange(M, schedule="static"):
-        total = 0.0
-        for c in range(C):
-            total = total + x[m, c]
-        mean = total / C
-        total = 0.0
-        for c in range(C):
-            total = total + (x[m, c] - mean) * (x[m, c] - mean)
-        inv_std = 1.0 / sqrt(total / C + eps)
-        for c in range(C):
-            y[m, c] = <floating>((x[m, c] - mean) * inv_std * weight[c] + bias[c])
+        row = &x[m, 0]
+        if has_residual:
+            for c in range(C):
+                y[m, c] = x[m, c] + residual[m, c]
+            row = &y[m, 0]
+        mean = _row_sum(row, C) / C
+        inv_std = 1.0 / sqrt(_row_sum_sq_dev(row, C, mean) / C + eps)
+        _row_normalise(row, &y[m, 0], &weight[0], &bias[0], C, mean, inv_std)
 
 
-def layer_norm(x, weight, bias, eps):
+def layer_norm(x, weight, bias, eps, residual=None):
     """Twin of :func:`pydeberta.functional.layer_norm`: LayerNorm over the last axis::
 
-        y = (x - mean) / sqrt(var + eps) * weight + bias
+        y = (v - mean) / sqrt(var + eps) * weight + bias,   v = x (+ residual)
 
     in double precision rounded once to x's dtype, as the reference (``weight`` and ``bias``
-    are cast to x's dtype first).
+    are cast to x's dtype first). ``x + residual`` is added in x's dtype in the same pass when
+    both have the same dtype and shape; otherwise NumPy adds them first, as the reference does.
 
-    Shapes: x ``[..., C]``, weight ``[C]``, bias ``[C]``; returns a new ``[..., C]`` array.
+    Shapes: x ``[..., C]``, weight ``[C]``, bias ``[C]``, residual like x; returns a new ``[..., C]`` array.
     """
     x = _float_array("x", x)
+    if residual is not None:
+        residual = np.asarray(residual)
+        if residual.dtype != x.dtype or residual.shape != x.shape:
+            x, residual = _float_array("x", x + residual), None
+        else:
+            residual = _float_array("residual", residual)
     if x.ndim == 0:
         raise ValueError("x must have at least one axis (the normalised one), got a 0-d array")
     C = x.shape[x.ndim - 1]
@@ -108,8 +140,9 @@ def layer_norm(x, weight, bias, eps):
     if x.size == 0:
         return y
     rows = x.reshape(-1, C)
+    residual_rows = rows if residual is None else residual.reshape(-1, C)
     if x.dtype == np.float32:
-        _layer_norm[float](rows, weight, bias, float(eps), y.reshape(-1, C))
+        _layer_norm[float](rows, residual_rows, residual is not None, weight, bias, float(eps), y.reshape(-1, C))
     else:
-        _layer_norm[double](rows, weight, bias, float(eps), y.reshape(-1, C))
+        _layer_norm[double](rows, residual_rows, residual is not None, weight, bias, float(eps), y.reshape(-1, C))
     return y

@@ -52,7 +52,7 @@ static PYDEBERTA_CLONES void pydeberta_exp_shifted_double(double *s, ptrdiff_t n
         s[k] = exp(s[k] - top);
 }
 
-/* Row reductions of the softmax, kept as PYDEBERTA_LANES independent running results: lane k takes
+/* Row reductions of the softmax and LayerNorm, kept as PYDEBERTA_LANES independent running results: lane k takes
  * elements k, k + LANES, ... and the lanes are combined in a fixed order at the end. Nothing is
  * reassociated, so GCC vectorises them without fast-math, and the result is the same on any
  * thread and any instruction set. The maximum is exact in any order; the sum is taken in double. */
@@ -79,6 +79,28 @@ static PYDEBERTA_CLONES void pydeberta_exp_shifted_double(double *s, ptrdiff_t n
         for (int k = 0; k < PYDEBERTA_LANES; k++) total += lane[k];                                \
         for (; j < n; j++) total += (double)s[j];                                                  \
         return total;                                                                              \
+    }                                                                                              \
+    /* sum_j (s[j] - mean)^2, in double (the second pass of a LayerNorm's variance). */            \
+    static PYDEBERTA_CLONES double pydeberta_sum_sq_dev_##NAME(const T *s, ptrdiff_t n, double mean) { \
+        double lane[PYDEBERTA_LANES] = {0.0}, total = 0.0, d;                                      \
+        ptrdiff_t j = 0;                                                                           \
+        for (; j + PYDEBERTA_LANES <= n; j += PYDEBERTA_LANES)                                     \
+            for (int k = 0; k < PYDEBERTA_LANES; k++) {                                            \
+                d = (double)s[j + k] - mean;                                                       \
+                lane[k] += d * d;                                                                  \
+            }                                                                                      \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) total += lane[k];                                \
+        for (; j < n; j++) {                                                                       \
+            d = (double)s[j] - mean;                                                               \
+            total += d * d;                                                                        \
+        }                                                                                          \
+        return total;                                                                              \
+    }                                                                                              \
+    /* y[j] = (s[j] - mean) * inv_std * w[j] + b[j], in double rounded once (y may be s). */       \
+    static PYDEBERTA_CLONES void pydeberta_normalise_##NAME(const T *s, T *y, const T *w, const T *b, \
+                                                            ptrdiff_t n, double mean, double inv_std) { \
+        for (ptrdiff_t j = 0; j < n; j++)                                                          \
+            y[j] = (T)(((double)s[j] - mean) * inv_std * (double)w[j] + (double)b[j]);             \
     }
 
 PYDEBERTA_ROW_REDUCTIONS(float, float)

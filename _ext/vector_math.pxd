@@ -10,3 +10,9 @@ cdef extern from "vector_math.h":
     double pydeberta_max_double(const double* s, Py_ssize_t n) noexcept nogil
     double pydeberta_sum_float(const float* s, Py_ssize_t n) noexcept nogil
     double pydeberta_sum_double(const double* s, Py_ssize_t n) noexcept nogil
+    double pydeberta_sum_sq_dev_float(const float* s, Py_ssize_t n, double mean) noexcept nogil
+    double pydeberta_sum_sq_dev_double(const double* s, Py_ssize_t n, double mean) noexcept nogil
+    void pydeberta_normalise_float(const float* s, float* y, const float* w, const float* b, Py_ssize_t n,
+                                   double mean, double inv_std) noexcept nogil
+    void pydeberta_normalise_double(const double* s, double* y, const double* w, const double* b, Py_ssize_t n,
+                                    double mean, double inv_std) noexcept nogil

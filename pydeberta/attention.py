@@ -191,4 +191,4 @@ def disentangled_self_attention(hidden, params, num_heads, visible, pos_att, rel
 
 def attention_output(context, residual, params, eps):
     """``DebertaV2SelfOutput``: ``LayerNorm(dense(context) + residual)``; ``[B, N, C]``."""
-    return layer_norm(linear(context, **params["dense"]) + residual, **params["LayerNorm"], eps=eps)
+    return layer_norm(linear(context, **params["dense"]), **params["LayerNorm"], eps=eps, residual=residual)

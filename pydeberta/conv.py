@@ -53,4 +53,4 @@ def conv_layer(embedding_output, layer_output, mask, params, config, study=None)
     out = get_activation(config.conv_act)(out * mask[..., None])
     if study is not None:
         study["conv_output"] = out
-    return layer_norm(layer_output + out, **params["LayerNorm"], eps=config.layer_norm_eps) * mask[..., None]
+    return layer_norm(layer_output, **params["LayerNorm"], eps=config.layer_norm_eps, residual=out) * mask[..., None]

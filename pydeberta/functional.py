@@ -409,21 +409,24 @@ def linear(x, weight, bias=None) -> np.ndarray:
 
 
 @dispatch
-def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis, as ``nn.LayerNorm(C, eps)``:
+def layer_norm(x, weight, bias, eps: float, residual=None) -> np.ndarray:
+    """LayerNorm over the last axis, as ``nn.LayerNorm(C, eps)``, of ``x`` or of ``x + residual``
+    (the post-LayerNorm "add & norm" of every DeBERTa block):
 
-        y = (x - mean) / sqrt(var + eps) * weight + bias
+        v = x + residual   (or x)
+        y = (v - mean) / sqrt(var + eps) * weight + bias
 
-    with mean and the biased (population) variance var = mean((x - mean)^2) taken over the last
-    axis, and eps inside the square root. Two passes (mean, then the variance of the centred
-    values) in float64, rounded once to x's dtype. DeBERTa uses eps = 1e-7.
+    with mean and the biased (population) variance var = mean((v - mean)^2) taken over the last
+    axis, and eps inside the square root. The sum is taken in the inputs' dtype, as
+    ``LayerNorm(x + residual)`` does; then two passes (mean, then the variance of the centred
+    values) in float64, rounded once to v's dtype. DeBERTa uses eps = 1e-7.
 
-    Shapes: x [..., C], weight [C], bias [C]; returns [..., C].
+    Shapes: x [..., C], weight [C], bias [C], residual like x (or None); returns [..., C].
 
     >>> print(layer_norm(np.array([[1.0, 2.0, 3.0]]), np.ones(3), np.zeros(3), eps=0.0))
     [[-1.22474487  0.          1.22474487]]
     """
-    x = _floating(x)
+    x = _floating(x) if residual is None else _floating(x) + residual
     x64 = x.astype(np.float64, copy=False)
     centred = x64 - x64.mean(axis=-1, keepdims=True)  # [..., C]
     var = np.mean(centred * centred, axis=-1, keepdims=True)  # [..., 1]

@@ -68,8 +68,8 @@ def encoder_layer(x, params, config, visible, relative, study=None):
         x, params["attention"]["self"], config.num_attention_heads, visible, config.pos_att, relative, study)
     a = attention_output(context, x, params["attention"]["output"], config.layer_norm_eps)
     h = get_activation(config.hidden_act)(linear(a, **params["intermediate"]["dense"]))  # [B, N, F]
-    y = layer_norm(linear(h, **params["output"]["dense"]) + a, **params["output"]["LayerNorm"],
-                   eps=config.layer_norm_eps)  # [B, N, C]
+    y = layer_norm(linear(h, **params["output"]["dense"]), **params["output"]["LayerNorm"],
+                   eps=config.layer_norm_eps, residual=a)  # [B, N, C]
     return y, probs
 
 

@@ -189,11 +189,18 @@ def test_layer_norm_equals_reference(dtype, data):
     weight, bias = (1 + rng.standard_normal(shape[-1])).astype(dtype), rng.standard_normal(shape[-1]).astype(dtype)
     eps = data.draw(st.sampled_from([1e-7, 1e-5, 0.5]), label="eps")
     x = views(data.draw, x)
-    ours = twin(functional.layer_norm)(x, weight, bias, eps)
+    # The residual: none, one of x's dtype and shape (added in the kernel), or one NumPy adds first
+    # (broadcast row, other dtype).
+    residual = data.draw(st.sampled_from(["none", "same", "row", "float16"]), label="residual")
+    residual = {"none": None, "same": views(data.draw, scale * rng.standard_normal(shape).astype(dtype)),
+                "row": rng.standard_normal(shape[-1]).astype(dtype),
+                "float16": rng.standard_normal(shape).astype(np.float16)}[residual]
+    ours = twin(functional.layer_norm)(x, weight, bias, eps, residual=residual)
+    ref = reference(functional.layer_norm)(x, weight, bias, eps, residual=residual)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
     # Both evaluate in double; only the order of the sums differs, which matters in proportion
     # to the conditioning |mean| / std of the rows.
-    assert_close("layer_norm", ours, reference(functional.layer_norm)(x, weight, bias, eps),
-                 TOL[dtype] * (1 + abs(loc) / scale))
+    assert_close("layer_norm", ours, ref, TOL[dtype] * (1 + abs(loc) / scale))
 
 
 @needs_extension

@@ -258,6 +258,18 @@ def test_layer_norm_matches_torch(dtype, seed, batch, hidden, loc, scale, eps):
         assert_close("layer_norm", ours, ref, 1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_norm_of_a_residual_sum_is_layer_norm_of_the_sum_as_torch(dtype):
+    """The add & norm of every block: LayerNorm(x + residual), the sum taken in the inputs' dtype."""
+    rng = np.random.default_rng(3)
+    x, residual = (rng.normal(size=(2, 5, 16)).astype(dtype) for _ in range(2))
+    weight, bias = (rng.normal(size=16).astype(dtype) for _ in range(2))
+    ours = F.layer_norm(x, weight, bias, 1e-7, residual=residual)
+    ref = TF.layer_norm(to_torch(x) + to_torch(residual), (16,), to_torch(weight), to_torch(bias), 1e-7).numpy()
+    assert ours.dtype == dtype
+    assert_close("layer_norm(x + residual)", ours, ref, 1e-5 if dtype is np.float32 else 1e-12)
+
+
 def test_layer_norm_uses_biased_variance_and_eps_inside_sqrt():
     x = np.array([[0.0, 2.0]])  # mean 1, biased variance 1
     assert_close("layer_norm", F.layer_norm(x, np.ones(2), np.zeros(2), 3.0), [[-0.5, 0.5]], 1e-15)
