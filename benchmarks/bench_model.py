@@ -7,6 +7,9 @@ relative table, no absolute positions; vocab cut to 1000) and the same thread co
 * pydeberta with every backend that is available here (``cython`` when the extension is built,
   ``numpy`` always),
 * transformers eager (``torch.inference_mode``, ``torch.set_num_threads(threads)``),
+* ``blas-floor``: not a model, only the six weight products of each layer through NumPy's BLAS,
+  the time no implementation whose matrix products are NumPy's can beat (its output is not
+  compared),
 * ONNX Runtime when ``onnxruntime`` and ``onnx`` are installed (the transformers model exported
   once with ``torch.onnx.export`` into the cache folder, CPU provider, ``intra_op`` = threads).
 
@@ -14,7 +17,9 @@ Time: each engine runs in its own worker process (its own BLAS / OpenMP thread p
 process, the pools of NumPy's OpenBLAS and of torch slow each other down, by ~25% for torch at
 B=1 N=128 here). After a warm-up the workers take turns call by call (``--repeats`` rounds, a
 short pause between turns so the last engine's threads are asleep), so a noisy neighbour slows
-all engines alike; medians are reported, with the ratio of each median to transformers'. Every
+all engines alike. Reported: the median and fastest call, and the ratio to transformers as the
+median over rounds of (this engine's time / transformers' time in the same round), which a slow
+phase of the host lasting a few rounds leaves alone. Every
 engine's last hidden state is compared with transformers' (largest absolute difference).
 
 Memory: each engine runs again in a fresh subprocess (``--memory-worker``) that loads the
@@ -44,7 +49,7 @@ import sys
 import tempfile
 import time
 
-ENGINES = ("pydeberta-cython", "pydeberta-numpy", "transformers", "onnxruntime")
+ENGINES = ("pydeberta-cython", "pydeberta-numpy", "transformers", "onnxruntime", "blas-floor")
 BASE_CONFIG = dict(
     vocab_size=1000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
     hidden_act="gelu", max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
@@ -185,6 +190,27 @@ def load_engine(name, folder, cache_dir, threads):
         def forward(ids, mask):
             return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return forward, f"onnxruntime {ort.__version__}"
+    if name == "blas-floor":
+        # Not a model: only the six weight products of every layer (query, key, value, attention
+        # output, FFN in, FFN out, with their biases) through pydeberta's linear, i.e. NumPy's BLAS.
+        # No implementation whose matrix products are NumPy's can be faster than this.
+        import pydeberta
+        from pydeberta.functional import linear
+
+        layers = pydeberta.DebertaV2Model.from_pretrained(folder).tree["encoder"]["layer"]
+        hidden, ffn = BASE_CONFIG["hidden_size"], BASE_CONFIG["intermediate_size"]
+
+        def forward(ids, mask):
+            x = np.zeros(ids.shape + (hidden,), np.float32)
+            h = np.zeros(ids.shape + (ffn,), np.float32)
+            for layer in layers:
+                for proj in layer["attention"]["self"].values():
+                    linear(x, **proj)
+                linear(x, **layer["attention"]["output"]["dense"])
+                linear(x, **layer["intermediate"]["dense"])
+                out = linear(h, **layer["output"]["dense"])
+            return out
+        return forward, "the linear layers alone (NumPy matmul): a lower bound"
     raise ValueError(f"engine: unknown {name!r}")
 
 
@@ -337,11 +363,13 @@ def main(args):
             for name in workers:
                 rows.append({"B": B, "N": N, "engine": name, "median_ms": float(np.median(times[name])) * 1e3,
                              "min_ms": min(times[name]) * 1e3, "times_ms": [t * 1e3 for t in times[name]],
-                             "max_abs_diff": None if reference is None else
+                             "max_abs_diff": None if reference is None or name == "blas-floor" else
                              float(np.abs(np.load(saved[name]) - reference).max())})
-            base = next((r["median_ms"] for r in rows if r["engine"] == "transformers"), None)
+            base = times.get("transformers")
             for r in rows:
-                r["ratio"] = None if base is None else r["median_ms"] / base
+                # Each round's time over transformers' time in the same round, then the median:
+                # a slow phase of the host, lasting a few rounds, cancels out of the ratio.
+                r["ratio"] = None if base is None else float(np.median(np.array(times[r["engine"]]) / np.array(base)))
             if not args.no_memory:
                 for r in rows:
                     r.update(measure_memory(r["engine"], B, N, args))

@@ -107,7 +107,7 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
         scores[b, h, i, j] = c2c[b, h, i, j] + (c2p[b, h, i, c(i, j)] + p2c[b, h, j, c(i, j)])
         probs = masked_softmax(scores, visible)
 
-    with every term already divided by the scale: ``c2c = q @ (k / scale)^T``,
+    with every term already divided by the scale: ``c2c = (q / scale) @ k^T``,
     ``c2p = (q / scale) @ Kr^T`` and ``p2c = (k / scale) @ Qr^T`` hold the products with *all*
     ``R`` table rows, and ``c(i, j) = rel_index[i, j]`` picks one per (query, key) pair. Fused in
     one pass by the Cython twin ``pydeberta._cy_attention.disentangled_attention_probs``.
@@ -174,16 +174,16 @@ def disentangled_self_attention(hidden, params, num_heads, visible, pos_att, rel
     pos_key, pos_query, rel_index = relative if relative is not None else (None, None, None)
     if study is not None:
         study.update(attention_score_terms(query, key, scale, pos_key, pos_query, rel_index))
-    key = key / scale  # [B, H, N, D]
-    scaled_query = query / scale if pos_key is not None else None  # [B, H, N, D]
+    query /= scale  # in place: q / scale serves both c2c and c2p
+    scaled_key = key / scale if pos_query is not None else None  # [B, H, N, D]
     probs = np.empty((B, H, N, N), query.dtype)
     context = np.empty((B, N, H, D), query.dtype)  # written head by head, merged by a free reshape
     context_heads = context.transpose(0, 2, 1, 3)  # [B, H, N, D] view
     R = max((t.shape[1] for t in (pos_key, pos_query) if t is not None), default=0)
     for h in head_chunks(B, H, N, R, query.dtype.itemsize):
         c2c = query[:, h] @ key[:, h].swapaxes(-1, -2)  # [B, h, N, N]
-        c2p = relative_scores(scaled_query[:, h], pos_key[h]) if pos_key is not None else None  # [B, h, N, R]
-        p2c = relative_scores(key[:, h], pos_query[h]) if pos_query is not None else None  # [B, h, N, R]
+        c2p = relative_scores(query[:, h], pos_key[h]) if pos_key is not None else None  # [B, h, N, R]
+        p2c = relative_scores(scaled_key[:, h], pos_query[h]) if pos_query is not None else None  # [B, h, N, R]
         disentangled_attention_probs(c2c, visible, c2p, p2c, rel_index, out=probs[:, h])  # [B, h, N, N]
         np.matmul(probs[:, h], value[:, h], out=context_heads[:, h])  # [B, h, N, D]
     return context.reshape(B, N, H * D), probs  # [B, N, C], [B, H, N, N]
