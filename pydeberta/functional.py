@@ -184,7 +184,8 @@ def gelu(x) -> np.ndarray:
     """
     x = _floating(x)
     x64 = x.astype(np.float64, copy=False)
-    return (0.5 * x64 * (1.0 + erf(x64 * _SQRT1_2))).astype(x.dtype, copy=False)
+    with np.errstate(invalid="ignore"):  # gelu(-inf) = -inf * 0 = nan, as in torch
+        return (0.5 * x64 * (1.0 + erf(x64 * _SQRT1_2))).astype(x.dtype, copy=False)
 
 
 def gelu_10(x) -> np.ndarray:

@@ -48,8 +48,11 @@ def make_log_bucket_position(relative_pos, bucket_size, max_position):
     mid = bucket_size // 2
     sign = np.sign(relative_pos)
     abs_pos = np.where((relative_pos < mid) & (relative_pos > -mid), mid - 1, np.abs(relative_pos))
-    log_pos = np.ceil(np.log(abs_pos / mid) / np.log((max_position - 1) / mid) * (mid - 1)) + mid
-    return np.where(abs_pos <= mid, relative_pos, log_pos.astype(np.int64) * sign)
+    # Entries with |r| <= mid are taken from relative_pos below; their log may be -inf (mid = 1:
+    # log(0)), so the warnings it raises are not about any result.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pos = np.ceil(np.log(abs_pos / mid) / np.log((max_position - 1) / mid) * (mid - 1)) + mid
+        return np.where(abs_pos <= mid, relative_pos, log_pos.astype(np.int64) * sign)
 
 
 @functools.lru_cache(maxsize=64)
