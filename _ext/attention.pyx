@@ -64,9 +64,12 @@ cdef enum:
 
 
 cdef void _gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* c2p, Py_ssize_t c2p_stride,
-                  const floating* p2c, Py_ssize_t p2c_stride, const int64_t* index, Py_ssize_t index_stride) noexcept nogil:
-    """``rel[t, j] = c2p[t, c] + p2c[j, c]`` with ``c = index[t, j]``, for ``rows`` query rows
-    ``t`` of a block; either term may be NULL (off). Added in the reference's order."""
+                  const floating* p2c, Py_ssize_t p2c_stride, const int64_t* index, Py_ssize_t index_stride,
+                  Py_ssize_t index_step) noexcept nogil:
+    """``rel[t, j] = c2p[t, c] + p2c[j, c]`` with ``c = index[t * index_stride + j * index_step]``,
+    for ``rows`` query rows ``t`` of a block; either term may be NULL (off). Added in the
+    reference's order. (The model's index is a Toeplitz view, ``index_step = -1``: each row is
+    one short line read backwards, which stays in L1.)"""
     cdef Py_ssize_t t, j
     cdef floating* rel_row
     cdef const floating* c2p_row
@@ -78,7 +81,7 @@ cdef void _gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* 
         if c2p != NULL:
             c2p_row = c2p + t * c2p_stride
             for j in range(K):
-                rel_row[j] = c2p_row[index_row[j]]
+                rel_row[j] = c2p_row[index_row[j * index_step]]
         else:
             for j in range(K):
                 rel_row[j] = 0
@@ -86,7 +89,7 @@ cdef void _gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* 
         for j in range(K):
             p2c_row = p2c + j * p2c_stride
             for t in range(rows):
-                rel[t * K + j] = rel[t * K + j] + p2c_row[index[t * index_stride + j]]
+                rel[t * K + j] = rel[t * K + j] + p2c_row[index[t * index_stride + j * index_step]]
 
 
 cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, const unsigned char* visible,
@@ -122,7 +125,7 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
 cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
                  const unsigned char[:, :, :, ::1] visible,
                  const floating[:, :, :, :] c2p, const floating[:, :, :, :] p2c,
-                 const int64_t[:, ::1] rel_index, bint has_c2p, bint has_p2c,
+                 const int64_t[:, :] rel_index, bint has_c2p, bint has_p2c,
                  floating[:, :, ::1] scratch) noexcept nogil:
     """``prange`` over blocks of ``ROWS`` query rows of the ``B * H`` score matrices (one
     matrix may be all the work); ``scratch[thread]`` holds a block's relative terms.
@@ -144,7 +147,7 @@ cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
         if relative:
             _gather(rel, rows, K, &c2p[b, h, i0, 0] if has_c2p else NULL, c2p.strides[2] // sizeof(floating),
                     &p2c[b, h, 0, 0] if has_p2c else NULL, p2c.strides[2] // sizeof(floating),
-                    &rel_index[i0, 0], K)
+                    &rel_index[i0, 0], rel_index.strides[0] // 8, rel_index.strides[1] // 8)
         for t in range(rows):
             _softmax_row(&out[b, h, i0 + t, 0], &c2c[b, h, i0 + t, 0], rel + t * K if relative else NULL,
                          &visible[b if by_batch else 0, h if by_head else 0, i0 + t, 0], K)
@@ -189,6 +192,18 @@ def _relative(name, x, dtype, lead):
     return x
 
 
+def _index_bounds(index):
+    """``(min, max)`` of a ``[Q, K]`` integer array (``(0, 0)`` when empty). A Toeplitz view
+    (strides ``(s, -s)``: ``index[i, j]`` depends on ``i - j`` only, as the model's) holds every
+    value in its first row and column, so only those are read."""
+    if index.size == 0:
+        return 0, 0
+    if index.ndim == 2 and index.strides[0] == -index.strides[1] != 0:
+        edges = np.concatenate([index[0], index[:, 0]])
+        return int(edges.min()), int(edges.max())
+    return int(index.min()), int(index.max())
+
+
 def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=None, out=None):
     """Twin of :func:`pydeberta.attention.disentangled_attention_probs`: the relative terms
     gathered, added to the content scores, masked and soft-maxed in one pass::
@@ -227,10 +242,11 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
         if rel_index.shape != (Q, K):
             raise ValueError(f"rel_index must have shape [Q, K] = {(Q, K)}, got {rel_index.shape}")
         rows = min(c2p.shape[3] if has_c2p else p2c.shape[3], p2c.shape[3] if has_p2c else c2p.shape[3])
-        if rel_index.size and (rel_index.min() < 0 or rel_index.max() >= rows):
-            raise ValueError(f"rel_index values must lie in [0, {rows}) (the rows of c2p / p2c), "
-                             f"got [{rel_index.min()}, {rel_index.max()}]")
-        rel_index = np.ascontiguousarray(rel_index, dtype=np.int64)
+        lo, hi = _index_bounds(rel_index)
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"rel_index values must lie in [0, {rows}) (the rows of c2p / p2c), got [{lo}, {hi}]")
+        if rel_index.dtype != np.int64 or not rel_index.flags.aligned:
+            rel_index = rel_index.astype(np.int64)  # read in place otherwise, whatever its strides
     else:
         rel_index = np.zeros((1, 1), np.int64)
     if out is None:

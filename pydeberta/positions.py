@@ -100,12 +100,19 @@ def reachable_rows(query_size, key_size, att_span, bucket_size=-1, max_position=
 
     ``c(i, j)`` (:func:`relative_index`) lies in ``[lo, hi]``, far fewer than ``2S`` rows when
     ``Q, K <= S``; attention then needs only ``table[lo:hi + 1]`` and the index ``c(i, j) - lo``.
+    That index depends on ``i - j`` only, so it is returned as a Toeplitz view of its
+    ``Q + K - 1`` distinct values (``shifted[i, j] = line[i - j + K - 1]``, strides ``(s, -s)``):
+    ``Q + K`` integers in memory instead of ``Q * K``.
 
     Returns:
-        ``(lo, hi, shifted)`` with ``shifted`` a read-only int64 ``[Q, K]`` array in ``[0, hi - lo]``.
+        ``(lo, hi, shifted)`` with ``shifted`` a read-only int64 ``[Q, K]`` view in ``[0, hi - lo]``.
     """
-    index = relative_index(query_size, key_size, att_span, bucket_size, max_position)
-    lo, hi = (int(index.min()), int(index.max())) if index.size else (0, 0)
-    shifted = index - lo  # [Q, K]
-    shifted.flags.writeable = False
+    index = relative_index(query_size, key_size, att_span, bucket_size, max_position)  # [Q, K]
+    if index.size == 0:
+        return 0, 0, index
+    lo, hi = int(index.min()), int(index.max())
+    line = np.concatenate([index[0, ::-1], index[1:, 0]]) - lo  # [Q + K - 1]: line[i - j + K - 1]
+    step = line.strides[0]
+    shifted = np.lib.stride_tricks.as_strided(line[key_size - 1:], shape=index.shape, strides=(step, -step),
+                                              writeable=False)  # [Q, K] view of line
     return lo, hi, shifted

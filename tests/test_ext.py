@@ -298,6 +298,32 @@ def test_attention_probs_at_model_shapes_with_one_and_two_threads(dtype, N):
 
 
 @needs_extension
+@pytest.mark.parametrize("N", [1, 9, 200])
+def test_attention_probs_read_any_index_layout_in_place_or_copied(N):
+    """The model's Toeplitz view (strides (s, -s)), reversed and transposed views, int32: all give
+    the result of the C-contiguous int64 index, and the Toeplitz bounds check sees every value."""
+    rng = np.random.default_rng(N)
+    lo, hi, toeplitz = positions.reachable_rows(N, N, 64, 32, 128)
+    assert toeplitz.strides == (8, -8)
+    R = hi - lo + 1
+    c2c = rng.standard_normal((2, 3, N, N)).astype(np.float32)
+    c2p, p2c = (rng.standard_normal((2, 3, N, R)).astype(np.float32) for _ in range(2))
+    visible = np.ones((2, 1, N, N), bool)
+    probs = twin(attention.disentangled_attention_probs)
+    expected = probs(c2c, visible, c2p, p2c, np.ascontiguousarray(toeplitz))
+    random_index = rng.integers(0, R, (N, N))
+    for index, contiguous in [(toeplitz, np.ascontiguousarray(toeplitz)),
+                              (random_index[:, ::-1], np.ascontiguousarray(random_index[:, ::-1])),
+                              (random_index.T, np.ascontiguousarray(random_index.T)),
+                              (random_index.astype(np.int32), random_index)]:
+        np.testing.assert_array_equal(probs(c2c, visible, c2p, p2c, index), probs(c2c, visible, c2p, p2c, contiguous))
+    np.testing.assert_array_equal(probs(c2c, visible, c2p, p2c, toeplitz), expected)
+    if R > 1:  # the largest value sits in the first column only
+        with pytest.raises(ValueError, match=r"rel_index values must lie in \[0, "):
+            probs(c2c, visible, c2p[..., :R - 1], p2c[..., :R - 1], toeplitz)
+
+
+@needs_extension
 def test_attention_probs_reject_bad_inputs_before_work():
     probs = twin(attention.disentangled_attention_probs)
     c2c, term, index = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3, 5)), np.zeros((3, 4), int)
