@@ -95,7 +95,7 @@ def extensions():
             "pydeberta._cy_" + os.path.splitext(os.path.basename(src))[0],
             [src],
             include_dirs=[numpy.get_include(), "_ext"],
-            libraries=["m"],
+            libraries=["m", "pthread"],
             extra_compile_args=["-O3", "-fno-math-errno"] + OPENMP_FLAGS + (["-O0", "-g"] if DEBUG else []),
             extra_link_args=list(OPENMP_FLAGS),
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ._backend import block_cache
 from .attention import attention_output, disentangled_self_attention, relative_projections
 from .checkpoint import read_state_dict, resolve_model_folder, write_safetensors
 from .config import DebertaV2Config
@@ -235,7 +236,16 @@ class DebertaV2PreTrainedModel:
 
     def run_backbone(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                      inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False):
-        """Validate the inputs and run embeddings + encoder; returns a :class:`BaseModelOutput`."""
+        """Validate the inputs and run embeddings + encoder; returns a :class:`BaseModelOutput`.
+
+        NumPy's large blocks come from the extension's block cache meanwhile (:func:`block_cache`).
+        """
+        with block_cache():
+            return self._run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                      output_attentions, output_hidden_states, output_study)
+
+    def _run_backbone(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                      output_attentions, output_hidden_states, output_study):
         inputs = prepare_inputs(self.config, self.dtype, input_ids, attention_mask, token_type_ids,
                                 position_ids, inputs_embeds)
         params = self._backbone_params()

@@ -11,6 +11,7 @@ prints the largest difference and where it is.
 import inspect
 import os
 import subprocess
+import threading
 import tempfile
 import sys
 
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from oracle import BUCKET_PAIRS
+import pydeberta
 from pydeberta import _backend, attention, functional, positions
 
 COMPILED = "cython" in _backend.available_backends()
@@ -387,6 +389,63 @@ def test_dispatch_calls_the_twin_only_under_cython_and_only_for_float_arrays():
                                       twin(functional.layer_norm)(x, np.ones(11), np.zeros(11), 1e-7))
     with _backend.use_backend("numpy"):
         np.testing.assert_array_equal(functional.gelu(x), reference(functional.gelu)(x))
+
+
+# ------------------------------------------------------------------------------------- block cache
+def handler_name(array):
+    core = np._core if hasattr(np, "_core") else np.core  # NumPy 2 / 1
+    return core.multiarray.get_handler_name(array)
+
+
+@needs_extension
+def test_block_cache_reuses_freed_blocks_in_its_context_only():
+    allocator = _backend._COMPILED["allocator"]
+    allocator.clear()
+    big = allocator.MIN_BYTES // 8 + 1  # float64 elements just above the caching threshold
+    with allocator.use_block_cache():
+        a = np.arange(big, dtype=np.float64)
+        assert handler_name(a) == "pydeberta_block_cache"
+        address = a.ctypes.data
+        assert address % 64 == 0
+        del a
+        assert allocator.cached_bytes() == big * 8
+        b = np.ones(big)  # the same size: the same block, with its new values
+        assert b.ctypes.data == address and allocator.cached_bytes() == 0
+        np.testing.assert_array_equal(b, 1.0)
+        small = np.zeros(10)  # below the threshold: malloc, never cached
+        z = np.zeros((big,))  # calloc path: zeroed even when the block is reused
+        np.testing.assert_array_equal(z, 0.0)
+        r = np.arange(big, dtype=np.float64)
+        r.resize(2 * big, refcheck=False)  # realloc: the data moves with it
+        np.testing.assert_array_equal(r[:big], np.arange(big))
+        assert handler_name(np.ones(3)) == "pydeberta_block_cache"
+    assert handler_name(np.ones(3)) != "pydeberta_block_cache"
+    seen = []
+    with allocator.use_block_cache():
+        thread = threading.Thread(target=lambda: seen.append(handler_name(np.ones(3))))
+        thread.start()
+        thread.join()
+    assert seen and seen[0] != "pydeberta_block_cache"  # another thread keeps its own handler
+    del b, small, z, r  # arrays outlive the context and still return their blocks to the cache
+    assert allocator.cached_bytes() > 0
+    assert allocator.clear() > 0 and allocator.cached_bytes() == 0
+
+
+@needs_extension
+def test_model_forward_allocates_from_the_block_cache_with_the_cython_backend_only():
+    model = pydeberta.DebertaV2Model(pydeberta.DebertaV2Config(
+        vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+        relative_attention=True, position_buckets=16, max_relative_positions=64, pos_att_type="p2c|c2p"), seed=0)
+    ids = np.arange(2 * 200).reshape(2, 200) % 50
+    with _backend.use_backend("cython"):
+        out = model(ids).last_hidden_state
+        assert handler_name(out) == "pydeberta_block_cache" and _backend.backend_info()["block_cache"]
+        again = model(ids).last_hidden_state  # reused blocks give the same numbers
+    with _backend.use_backend("numpy"):
+        ref = model(ids).last_hidden_state
+        assert handler_name(ref) != "pydeberta_block_cache" and not _backend.backend_info()["block_cache"]
+    np.testing.assert_array_equal(out, again)
+    assert_close("last_hidden_state", out, ref, 1e-5)
 
 
 def test_backend_info_says_what_runs():
