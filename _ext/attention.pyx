@@ -63,24 +63,39 @@ cdef enum:
     ROWS = 8
 
 
-cdef void _gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* c2p, Py_ssize_t c2p_stride,
-                  const floating* p2c, Py_ssize_t p2c_stride, const int64_t* index, Py_ssize_t index_stride,
-                  Py_ssize_t index_step) noexcept nogil:
+cdef void _gather(floating* rel, Py_ssize_t i0, Py_ssize_t rows, Py_ssize_t K,
+                  const floating* c2p, Py_ssize_t c2p_stride, const floating* p2c, Py_ssize_t p2c_stride,
+                  const int64_t* index, Py_ssize_t index_stride, Py_ssize_t index_step,
+                  Py_ssize_t band_lo, Py_ssize_t band_hi, Py_ssize_t band_c) noexcept nogil:
     """``rel[t, j] = c2p[t, c] + p2c[j, c]`` with ``c = index[t * index_stride + j * index_step]``,
-    for ``rows`` query rows ``t`` of a block; either term may be NULL (off). Added in the
-    reference's order. (The model's index is a Toeplitz view, ``index_step = -1``: each row is
-    one short line read backwards, which stays in L1.)"""
-    cdef Py_ssize_t t, j
+    for the ``rows`` query rows ``i = i0 + t`` of a block; either term may be NULL (off). Added
+    in the reference's order.
+
+    In the band ``band_lo <= i - j <= band_hi`` the index is ``c = band_c + i - j`` (the
+    identity zone of the log buckets, all of it when N <= bucket_size / 2), so rows are read
+    straight there: a reversed run of ``c2p[t]`` and, per key, ``rows`` neighbouring entries of
+    ``p2c[j]``. Elsewhere ``c`` is read from the index (a Toeplitz view in the model,
+    ``index_step = -1``: one short line read backwards, which stays in L1)."""
+    cdef Py_ssize_t t, j, i, ja, jb
     cdef floating* rel_row
     cdef const floating* c2p_row
     cdef const floating* p2c_row
     cdef const int64_t* index_row
     for t in range(rows):
+        i = i0 + t
         rel_row = rel + t * K
         index_row = index + t * index_stride
         if c2p != NULL:
             c2p_row = c2p + t * c2p_stride
-            for j in range(K):
+            ja = i - band_hi if i - band_hi > 0 else 0  # the band is j in [ja, jb)
+            ja = ja if ja < K else K
+            jb = i - band_lo + 1 if i - band_lo + 1 < K else K
+            jb = jb if jb > ja else ja
+            for j in range(ja):
+                rel_row[j] = c2p_row[index_row[j * index_step]]
+            for j in range(ja, jb):
+                rel_row[j] = c2p_row[band_c + i - j]
+            for j in range(jb, K):
                 rel_row[j] = c2p_row[index_row[j * index_step]]
         else:
             for j in range(K):
@@ -88,8 +103,13 @@ cdef void _gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* 
     if p2c != NULL:
         for j in range(K):
             p2c_row = p2c + j * p2c_stride
-            for t in range(rows):
-                rel[t * K + j] = rel[t * K + j] + p2c_row[index[t * index_stride + j * index_step]]
+            if i0 - j >= band_lo and i0 + rows - 1 - j <= band_hi:
+                p2c_row = p2c_row + band_c + i0 - j
+                for t in range(rows):
+                    rel[t * K + j] = rel[t * K + j] + p2c_row[t]
+            else:
+                for t in range(rows):
+                    rel[t * K + j] = rel[t * K + j] + p2c_row[index[t * index_stride + j * index_step]]
 
 
 cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, const unsigned char* visible,
@@ -125,8 +145,8 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
 cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
                  const unsigned char[:, :, :, ::1] visible,
                  const floating[:, :, :, :] c2p, const floating[:, :, :, :] p2c,
-                 const int64_t[:, :] rel_index, bint has_c2p, bint has_p2c,
-                 floating[:, :, ::1] scratch) noexcept nogil:
+                 const int64_t[:, :] rel_index, Py_ssize_t band_lo, Py_ssize_t band_hi, Py_ssize_t band_c,
+                 bint has_c2p, bint has_p2c, floating[:, :, ::1] scratch) noexcept nogil:
     """``prange`` over blocks of ``ROWS`` query rows of the ``B * H`` score matrices (one
     matrix may be all the work); ``scratch[thread]`` holds a block's relative terms.
 
@@ -145,9 +165,9 @@ cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
         rows = ROWS if i0 + ROWS <= Q else Q - i0
         rel = &scratch[threadid(), 0, 0]
         if relative:
-            _gather(rel, rows, K, &c2p[b, h, i0, 0] if has_c2p else NULL, c2p.strides[2] // sizeof(floating),
+            _gather(rel, i0, rows, K, &c2p[b, h, i0, 0] if has_c2p else NULL, c2p.strides[2] // sizeof(floating),
                     &p2c[b, h, 0, 0] if has_p2c else NULL, p2c.strides[2] // sizeof(floating),
-                    &rel_index[i0, 0], rel_index.strides[0] // 8, rel_index.strides[1] // 8)
+                    &rel_index[i0, 0], rel_index.strides[0] // 8, rel_index.strides[1] // 8, band_lo, band_hi, band_c)
         for t in range(rows):
             _softmax_row(&out[b, h, i0 + t, 0], &c2c[b, h, i0 + t, 0], rel + t * K if relative else NULL,
                          &visible[b if by_batch else 0, h if by_head else 0, i0 + t, 0], K)
@@ -192,13 +212,35 @@ def _relative(name, x, dtype, lead):
     return x
 
 
+def _is_toeplitz(index):
+    """Whether ``index[i, j]`` depends on ``i - j`` only by its strides ``(s, -s)`` (the model's view)."""
+    return index.ndim == 2 and index.strides[0] == -index.strides[1] != 0
+
+
+def _linear_band(index):
+    """``(lo, hi, c)`` such that ``index[i, j] == c + (i - j)`` wherever ``lo <= i - j <= hi``:
+    the longest such band of a Toeplitz view; ``(1, 0, 0)`` (no band) for any other index."""
+    Q, K = index.shape
+    if index.size == 0 or not _is_toeplitz(index):
+        return 1, 0, 0
+    line = np.concatenate([index[0, ::-1], index[1:, 0]]).astype(np.int64)  # [Q + K - 1]: line[i - j + K - 1]
+    steps = np.concatenate([[0], (np.diff(line) == 1).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(steps))  # runs of +1 steps: line[start..end] consecutive
+    if edges.size == 0:
+        return 1, 0, 0
+    starts, ends = edges[::2], edges[1::2]
+    k = int(np.argmax(ends - starts))
+    lo, hi = int(starts[k]) - (K - 1), int(ends[k]) - (K - 1)
+    return lo, hi, int(line[starts[k]]) - lo
+
+
 def _index_bounds(index):
     """``(min, max)`` of a ``[Q, K]`` integer array (``(0, 0)`` when empty). A Toeplitz view
     (strides ``(s, -s)``: ``index[i, j]`` depends on ``i - j`` only, as the model's) holds every
     value in its first row and column, so only those are read."""
     if index.size == 0:
         return 0, 0
-    if index.ndim == 2 and index.strides[0] == -index.strides[1] != 0:
+    if _is_toeplitz(index):
         edges = np.concatenate([index[0], index[:, 0]])
         return int(edges.min()), int(edges.max())
     return int(index.min()), int(index.max())
@@ -247,8 +289,10 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
             raise ValueError(f"rel_index values must lie in [0, {rows}) (the rows of c2p / p2c), got [{lo}, {hi}]")
         if rel_index.dtype != np.int64 or not rel_index.flags.aligned:
             rel_index = rel_index.astype(np.int64)  # read in place otherwise, whatever its strides
+        band = _linear_band(rel_index)
     else:
         rel_index = np.zeros((1, 1), np.int64)
+        band = (1, 0, 0)
     if out is None:
         out = np.empty_like(c2c)
     else:
@@ -267,7 +311,7 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
         return out
     scratch = np.empty((omp_get_max_threads(), ROWS, K), dtype)  # one block of relative terms per thread
     if dtype == np.float32:
-        _probs[float](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c, scratch)
+        _probs[float](out, c2c, mask, c2p, p2c, rel_index, *band, has_c2p, has_p2c, scratch)
     else:
-        _probs[double](out, c2c, mask, c2p, p2c, rel_index, has_c2p, has_p2c, scratch)
+        _probs[double](out, c2c, mask, c2p, p2c, rel_index, *band, has_c2p, has_p2c, scratch)
     return out

@@ -326,6 +326,40 @@ def test_attention_probs_read_any_index_layout_in_place_or_copied(N):
 
 
 @needs_extension
+@settings(max_examples=60)
+@given(data=st.data())
+@example(data=None)
+def test_attention_probs_toeplitz_index_with_a_linear_band_equal_reference(data):
+    """Toeplitz indices whose line has runs of consecutive values (the identity zone of the
+    buckets, read without the index) anywhere, of any length, Q != K, blocks cut by the band."""
+    if data is None:  # the released layout: N = 300 reaches the log buckets on both sides of the band
+        lo, hi, index = positions.reachable_rows(300, 300, 256, 256, 512)
+        Q = K = 300
+        R = hi - lo + 1
+        band_lo, band_hi, band_c = _backend._COMPILED["attention"]._linear_band(index)
+        assert band_lo <= -127 and band_hi >= 127  # at least the identity zone |i - j| < bucket_size / 2
+        distance = np.arange(300)[:, None] - np.arange(300)[None, :]
+        in_band = (distance >= band_lo) & (distance <= band_hi)
+        np.testing.assert_array_equal(index[in_band], band_c + distance[in_band])
+        rng = np.random.default_rng(0)
+    else:
+        Q, K = data.draw(st.integers(1, 40), label="Q"), data.draw(st.integers(1, 40), label="K")
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+        R = data.draw(st.integers(1, 90), label="R")
+        start, length = data.draw(st.integers(0, Q + K - 2), label="start"), data.draw(st.integers(0, 90), label="length")
+        length = min(length, Q + K - 1 - start, R)  # a run c0, c0 + 1, ... of values below R
+        line = rng.integers(0, R, Q + K - 1)  # line[i - j + K - 1]
+        line[start:start + length] = rng.integers(0, R - length + 1) + np.arange(length)
+        index = np.lib.stride_tricks.as_strided(line[K - 1:], shape=(Q, K), strides=(8, -8))
+    c2c = rng.standard_normal((2, 2, Q, K)).astype(np.float64)
+    c2p, p2c = rng.standard_normal((2, 2, Q, R)), rng.standard_normal((2, 2, K, R))
+    visible = np.ones((2, 1, Q, K), bool)
+    ours = twin(attention.disentangled_attention_probs)(c2c, visible, c2p, p2c, index)
+    ref = reference(attention.disentangled_attention_probs)(c2c, visible, c2p, p2c, np.ascontiguousarray(index))
+    assert_close("probs", ours, ref, TOL[np.float64])
+
+
+@needs_extension
 def test_attention_probs_reject_bad_inputs_before_work():
     probs = twin(attention.disentangled_attention_probs)
     c2c, term, index = np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3, 5)), np.zeros((3, 4), int)
