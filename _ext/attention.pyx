@@ -20,12 +20,14 @@ partial sums (a fixed order: the same result on any number of threads).
 import numpy as np
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
 from omp_compat cimport omp_get_max_threads
-from vector_math cimport (pydeberta_exp_shifted_double, pydeberta_exp_shifted_float, pydeberta_max_double,
-                          pydeberta_max_float, pydeberta_sum_double, pydeberta_sum_float)
+from vector_math cimport (pydeberta_divide_double, pydeberta_divide_float, pydeberta_exp_shifted_double,
+                          pydeberta_exp_shifted_float, pydeberta_gather_double, pydeberta_gather_float,
+                          pydeberta_max_double, pydeberta_max_float, pydeberta_p2c_band_float,
+                          pydeberta_reverse_double, pydeberta_reverse_float, pydeberta_scores_double,
+                          pydeberta_scores_float, pydeberta_sum_double, pydeberta_sum_float)
 
 ctypedef fused floating:
     float
@@ -91,25 +93,55 @@ cdef void _gather(floating* rel, Py_ssize_t i0, Py_ssize_t rows, Py_ssize_t K,
             ja = ja if ja < K else K
             jb = i - band_lo + 1 if i - band_lo + 1 < K else K
             jb = jb if jb > ja else ja
-            for j in range(ja):
-                rel_row[j] = c2p_row[index_row[j * index_step]]
-            for j in range(ja, jb):
-                rel_row[j] = c2p_row[band_c + i - j]
-            for j in range(jb, K):
-                rel_row[j] = c2p_row[index_row[j * index_step]]
+            _c2p_gather(rel_row, c2p_row, index_row, index_step, ja)
+            if jb > ja:
+                _c2p_reverse(rel_row + ja, c2p_row + band_c + i - ja, jb - ja)
+            _c2p_gather(rel_row + jb, c2p_row, index_row + jb * index_step, index_step, K - jb)
         else:
             for j in range(K):
                 rel_row[j] = 0
     if p2c != NULL:
-        for j in range(K):
-            p2c_row = p2c + j * p2c_stride
-            if i0 - j >= band_lo and i0 + rows - 1 - j <= band_hi:
-                p2c_row = p2c_row + band_c + i0 - j
+        # Keys j in [ja, jb) have every row of the block in the band.
+        ja = i0 + rows - 1 - band_hi if i0 + rows - 1 - band_hi > 0 else 0
+        ja = ja if ja < K else K
+        jb = i0 - band_lo + 1 if i0 - band_lo + 1 < K else K
+        jb = jb if jb > ja else ja
+        for j in range(ja):
+            _p2c_gather(rel, rows, K, p2c + j * p2c_stride, index + j * index_step, index_stride, j)
+        if floating is float and rows == 8:  # full blocks (ROWS = 8), as the C helper takes them
+            pydeberta_p2c_band_float(rel, K, p2c, p2c_stride, band_c + i0, ja, jb)
+        else:
+            for j in range(ja, jb):
+                p2c_row = p2c + j * p2c_stride + band_c + i0 - j
                 for t in range(rows):
                     rel[t * K + j] = rel[t * K + j] + p2c_row[t]
-            else:
-                for t in range(rows):
-                    rel[t * K + j] = rel[t * K + j] + p2c_row[index[t * index_stride + j * index_step]]
+        for j in range(jb, K):
+            _p2c_gather(rel, rows, K, p2c + j * p2c_stride, index + j * index_step, index_stride, j)
+
+
+cdef inline void _c2p_gather(floating* dst, const floating* c2p_row, const int64_t* index, Py_ssize_t step,
+                             Py_ssize_t n) noexcept nogil:
+    """``dst[j] = c2p_row[index[j * step]]`` for ``j < n``."""
+    if floating is float:
+        pydeberta_gather_float(dst, c2p_row, index, step, n)
+    else:
+        pydeberta_gather_double(dst, c2p_row, index, step, n)
+
+
+cdef inline void _c2p_reverse(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """``dst[j] = src[-j]`` for ``j < n``: a row of c2p inside the linear band."""
+    if floating is float:
+        pydeberta_reverse_float(dst, src, n)
+    else:
+        pydeberta_reverse_double(dst, src, n)
+
+
+cdef inline void _p2c_gather(floating* rel, Py_ssize_t rows, Py_ssize_t K, const floating* p2c_row,
+                             const int64_t* index_column, Py_ssize_t index_stride, Py_ssize_t j) noexcept nogil:
+    """``rel[t, j] += p2c_row[index[t, j]]`` for the rows of a block: one key, read through the index."""
+    cdef Py_ssize_t t
+    for t in range(rows):
+        rel[t * K + j] = rel[t * K + j] + p2c_row[index_column[t * index_stride]]
 
 
 cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, const unsigned char* visible,
@@ -117,16 +149,12 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
     """One query row: ``s = c2c + rel`` (``rel`` NULL: no relative term), then the masked
     softmax, into ``out`` (which may be ``c2c``)."""
     cdef Py_ssize_t j
-    cdef floating s, norm
+    cdef floating norm
     cdef bint any_visible = False
-    if rel != NULL:
-        for j in range(K):
-            s = c2c[j] + rel[j]
-            out[j] = s if visible[j] else -INFINITY
+    if floating is float:
+        pydeberta_scores_float(out, c2c, rel, visible, K)
     else:
-        for j in range(K):
-            s = c2c[j]
-            out[j] = s if visible[j] else -INFINITY
+        pydeberta_scores_double(out, c2c, rel, visible, K)
     for j in range(K):
         if visible[j]:
             any_visible = True
@@ -138,8 +166,10 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
         return
     _exp_shifted(out, K, _max(out, K))
     norm = <floating>_sum(out, K)
-    for j in range(K):
-        out[j] = out[j] / norm
+    if floating is float:
+        pydeberta_divide_float(out, K, norm)
+    else:
+        pydeberta_divide_double(out, K, norm)
 
 
 cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,

@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) && \
     (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
@@ -105,5 +106,94 @@ static PYDEBERTA_CLONES void pydeberta_exp_shifted_double(double *s, ptrdiff_t n
 
 PYDEBERTA_ROW_REDUCTIONS(float, float)
 PYDEBERTA_ROW_REDUCTIONS(double, double)
+
+/* Elementwise row steps of the softmax, here rather than in Cython so that they are compiled for
+ * AVX2 and AVX-512 too (no reductions: vectorising them changes no rounding).
+ *   scores:  out[j] = c2c[j] + rel[j] (rel may be NULL: c2c[j]) where visible[j], else -inf
+ *   divide:  s[j] = s[j] / norm */
+#define PYDEBERTA_ROW_STEPS(T, NAME)                                                                \
+    static PYDEBERTA_CLONES void pydeberta_scores_##NAME(T *out, const T *c2c, const T *rel,          \
+                                                         const unsigned char *visible, ptrdiff_t n) { \
+        if (rel != NULL) {                                                                          \
+            for (ptrdiff_t j = 0; j < n; j++) {                                                     \
+                T s = c2c[j] + rel[j];                                                              \
+                out[j] = visible[j] ? s : -INFINITY;                                                \
+            }                                                                                       \
+        } else {                                                                                    \
+            for (ptrdiff_t j = 0; j < n; j++) {                                                     \
+                T s = c2c[j];                                                                       \
+                out[j] = visible[j] ? s : -INFINITY;                                                \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+    static PYDEBERTA_CLONES void pydeberta_divide_##NAME(T *s, ptrdiff_t n, T norm) {               \
+        for (ptrdiff_t j = 0; j < n; j++)                                                           \
+            s[j] = s[j] / norm;                                                                     \
+    }                                                                                               \
+    /* dst[j] = src[index[j * step]] (a row of c2p through the relative index). */                  \
+    static PYDEBERTA_CLONES void pydeberta_gather_##NAME(T *dst, const T *src, const int64_t *index,   \
+                                                         ptrdiff_t step, ptrdiff_t n) {             \
+        for (ptrdiff_t j = 0; j < n; j++)                                                           \
+            dst[j] = src[index[j * step]];                                                          \
+    }                                                                                               \
+    /* dst[j] = src[-j] (a row of c2p inside the index's linear band, read backwards). */           \
+    static PYDEBERTA_CLONES void pydeberta_reverse_##NAME(T *dst, const T *src, ptrdiff_t n) {        \
+        for (ptrdiff_t j = 0; j < n; j++)                                                           \
+            dst[j] = src[-j];                                                                       \
+    }
+
+PYDEBERTA_ROW_STEPS(float, float)
+PYDEBERTA_ROW_STEPS(double, double)
+
+/* The p2c term of a block of 8 query rows inside the index's linear band:
+ *     rel[t * K + j] += p2c[j * stride + c0 - j + t]     for t in [0, 8), j in [ja, jb)
+ * (c0 = band_c + i0). For one key the 8 rows read 8 neighbouring entries of its p2c row, so 8
+ * keys are 8 vector loads and an 8 x 8 transpose in registers (AVX2 where the processor has it),
+ * then one contiguous add per row. Each entry gets the same single addition as the scalar loop. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define PYDEBERTA_AVX2_BAND 1
+__attribute__((target("avx2"))) static ptrdiff_t pydeberta_p2c_band8_avx2(float *rel, ptrdiff_t K, const float *p2c,
+                                                                           ptrdiff_t stride, ptrdiff_t c0,
+                                                                           ptrdiff_t ja, ptrdiff_t jb) {
+    ptrdiff_t j = ja;
+    for (; j + 8 <= jb; j += 8) {
+        const float *src = p2c + j * stride + c0 - j;
+        __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + (stride - 1)),
+               r2 = _mm256_loadu_ps(src + 2 * (stride - 1)), r3 = _mm256_loadu_ps(src + 3 * (stride - 1)),
+               r4 = _mm256_loadu_ps(src + 4 * (stride - 1)), r5 = _mm256_loadu_ps(src + 5 * (stride - 1)),
+               r6 = _mm256_loadu_ps(src + 6 * (stride - 1)), r7 = _mm256_loadu_ps(src + 7 * (stride - 1));
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 rows[8] = {_mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
+                          _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
+                          _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
+                          _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31)};
+        for (int t = 0; t < 8; t++) /* rows[t][m] = p2c entry of key j + m for row t */
+            _mm256_storeu_ps(rel + t * K + j, _mm256_add_ps(_mm256_loadu_ps(rel + t * K + j), rows[t]));
+    }
+    return j;
+}
+#endif
+
+static void pydeberta_p2c_band_float(float *rel, ptrdiff_t K, const float *p2c, ptrdiff_t stride, ptrdiff_t c0,
+                                     ptrdiff_t ja, ptrdiff_t jb) {
+    ptrdiff_t j = ja;
+#ifdef PYDEBERTA_AVX2_BAND
+    if (__builtin_cpu_supports("avx2"))
+        j = pydeberta_p2c_band8_avx2(rel, K, p2c, stride, c0, ja, jb);
+#endif
+    for (; j < jb; j++) {
+        const float *src = p2c + j * stride + c0 - j;
+        for (int t = 0; t < 8; t++)
+            rel[t * K + j] += src[t];
+    }
+}
 
 #endif
