@@ -289,6 +289,11 @@ def test_attention_probs_at_model_shapes_with_one_and_two_threads(dtype, N):
     with threads(2):
         two = twin(attention.disentangled_attention_probs)(c2c.copy(), visible, c2p, p2c, index - lo, out=None)
     np.testing.assert_array_equal(one, two)
+    toeplitz = positions.reachable_rows(N, N, 256, 256, 512)[2]  # the model's view: the linear-band path
+    for n in (1, 2):
+        with threads(n):
+            np.testing.assert_array_equal(twin(attention.disentangled_attention_probs)(c2c, visible, c2p, p2c, toeplitz),
+                                          one)
     assert_close("probs", one, ref, TOL[dtype])
     in_place = c2c.copy()
     assert twin(attention.disentangled_attention_probs)(in_place, visible, c2p, p2c, index - lo, out=in_place) is in_place
