@@ -6,6 +6,7 @@ relative table, no absolute positions; vocab cut to 1000) and the same thread co
 
 * pydeberta with every backend that is available here (``cython`` when the extension is built,
   ``numpy`` always),
+* ``pydeberta-cython-t16``: the cython backend with ``OPENBLAS_THREAD_TIMEOUT=16`` in its environment,
 * transformers eager (``torch.inference_mode``, ``torch.set_num_threads(threads)``),
 * ``blas-floor``: not a model, only the six weight products of each layer through NumPy's BLAS,
   the time no implementation whose matrix products are NumPy's can beat (its output is not
@@ -49,7 +50,12 @@ import sys
 import tempfile
 import time
 
-ENGINES = ("pydeberta-cython", "pydeberta-numpy", "transformers", "onnxruntime", "blas-floor")
+ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "transformers", "onnxruntime",
+           "blas-floor")
+# Environment of an engine's worker processes, on top of this script's: ``pydeberta-cython-t16`` is
+# the cython backend with NumPy's OpenBLAS told to let its idle worker sleep after ~2^16 cycles
+# instead of spinning ~0.1 s (read when NumPy loads; the README's "Fast paths" explains why).
+ENGINE_ENV = {"pydeberta-cython-t16": {"OPENBLAS_THREAD_TIMEOUT": "16"}}
 BASE_CONFIG = dict(
     vocab_size=1000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
     hidden_act="gelu", max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,
@@ -154,7 +160,7 @@ def backend_context(backend):
 def load_engine(name, folder, cache_dir, threads):
     """``(forward(ids, mask) -> last_hidden_state ndarray, note)``, or ``(None, reason)``."""
     if name.startswith("pydeberta-"):
-        backend = name.split("-", 1)[1]
+        backend = name.split("-")[1]
         if backend not in available_pydeberta_backends():
             return None, f"backend {backend!r} not available here"
         import pydeberta
@@ -164,7 +170,8 @@ def load_engine(name, folder, cache_dir, threads):
         def forward(ids, mask):
             with backend_context(backend):
                 return model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return forward, ""
+        timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+        return forward, f"OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""
     if name == "transformers":
         import torch
         import transformers
@@ -250,7 +257,7 @@ class Worker:
     def __init__(self, engine, args):
         command = [sys.executable, os.path.abspath(__file__), "--worker", engine] + common_flags(args)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env=os.environ.copy())
+                                        env=engine_env(engine))
         self.engine = engine
         hello = self.process.stdout.readline()
         if not hello:
@@ -269,6 +276,10 @@ class Worker:
     def close(self):
         self.process.stdin.close()
         self.process.wait()
+
+
+def engine_env(engine):
+    return {**os.environ, **ENGINE_ENV.get(engine, {})}
 
 
 def common_flags(args):
@@ -301,7 +312,7 @@ def memory_worker(args):
 
 def measure_memory(engine, B, N, args):
     command = [sys.executable, os.path.abspath(__file__), "--memory-worker", engine, "--shape", f"{B}x{N}"] + common_flags(args)
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(command, capture_output=True, text=True, env=engine_env(engine))
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -338,7 +349,7 @@ def main(args):
     workers = {}
     for name in args.engines:
         worker = Worker(name, args)
-        print(f"  {name:18s} {'ok' if worker.ok else 'SKIPPED'} {worker.note}", flush=True)
+        print(f"  {name:20s} {'ok' if worker.ok else 'SKIPPED'} {worker.note}", flush=True)
         if worker.ok:
             workers[name] = worker
         else:
@@ -387,14 +398,14 @@ def main(args):
 def print_table(rows):
     B, N = rows[0]["B"], rows[0]["N"]
     print(f"\nB={B} N={N}")
-    print(f"  {'engine':18s} {'median ms':>10s} {'min ms':>9s} {'x transformers':>15s} {'fwd peak MiB':>13s} "
+    print(f"  {'engine':20s} {'median ms':>10s} {'min ms':>9s} {'x transformers':>15s} {'fwd peak MiB':>13s} "
           f"{'total peak MiB':>15s} {'max |diff|':>10s}")
     for r in rows:
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
         fwd = f"{r['forward_mib']:.0f}" if "forward_mib" in r else r.get("error", "-")
         total = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        print(f"  {r['engine']:18s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {fwd:>13s} {total:>15s} {diff:>10s}")
+        print(f"  {r['engine']:20s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {fwd:>13s} {total:>15s} {diff:>10s}")
     sys.stdout.flush()
 
 
