@@ -65,6 +65,14 @@ cdef enum:
     ROWS = 8
 
 
+cdef inline void _band_keys(Py_ssize_t first, Py_ssize_t last, Py_ssize_t band_lo, Py_ssize_t band_hi,
+                            Py_ssize_t K, Py_ssize_t* ja, Py_ssize_t* jb) noexcept nogil:
+    """The keys ``[ja, jb)`` (within ``[0, K)``) for which every query row ``i`` in ``[first, last]``
+    lies in the band ``band_lo <= i - j <= band_hi``: ``j`` in ``[last - band_hi, first - band_lo]``."""
+    ja[0] = min(max(last - band_hi, 0), K)
+    jb[0] = min(max(first - band_lo + 1, ja[0]), K)
+
+
 cdef void _gather(floating* rel, Py_ssize_t i0, Py_ssize_t rows, Py_ssize_t K,
                   const floating* c2p, Py_ssize_t c2p_stride, const floating* p2c, Py_ssize_t p2c_stride,
                   const int64_t* index, Py_ssize_t index_stride, Py_ssize_t index_step,
@@ -89,10 +97,7 @@ cdef void _gather(floating* rel, Py_ssize_t i0, Py_ssize_t rows, Py_ssize_t K,
         index_row = index + t * index_stride
         if c2p != NULL:
             c2p_row = c2p + t * c2p_stride
-            ja = i - band_hi if i - band_hi > 0 else 0  # the band is j in [ja, jb)
-            ja = ja if ja < K else K
-            jb = i - band_lo + 1 if i - band_lo + 1 < K else K
-            jb = jb if jb > ja else ja
+            _band_keys(i, i, band_lo, band_hi, K, &ja, &jb)
             _c2p_gather(rel_row, c2p_row, index_row, index_step, ja)
             if jb > ja:
                 _c2p_reverse(rel_row + ja, c2p_row + band_c + i - ja, jb - ja)
@@ -101,11 +106,7 @@ cdef void _gather(floating* rel, Py_ssize_t i0, Py_ssize_t rows, Py_ssize_t K,
             for j in range(K):
                 rel_row[j] = 0
     if p2c != NULL:
-        # Keys j in [ja, jb) have every row of the block in the band.
-        ja = i0 + rows - 1 - band_hi if i0 + rows - 1 - band_hi > 0 else 0
-        ja = ja if ja < K else K
-        jb = i0 - band_lo + 1 if i0 - band_lo + 1 < K else K
-        jb = jb if jb > ja else ja
+        _band_keys(i0, i0 + rows - 1, band_lo, band_hi, K, &ja, &jb)
         for j in range(ja):
             _p2c_gather(rel, rows, K, p2c + j * p2c_stride, index + j * index_step, index_stride, j)
         if floating is float and rows == 8:  # full blocks (ROWS = 8), as the C helper takes them
