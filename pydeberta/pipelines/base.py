@@ -60,6 +60,14 @@ def truncation_limit(tokenizer):
     return None if limit is None or limit > LARGE_INTEGER else int(limit)
 
 
+def as_texts(inputs, task):
+    """``inputs`` (a text or a list of texts) as a list of texts; ``TypeError`` naming ``task`` otherwise."""
+    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not all(isinstance(text, str) for text in texts):
+        raise TypeError(f"{task} takes a text or a list of texts")
+    return texts
+
+
 def split_rows(encoding, columns):
     """The rows of a batched tokenizer result as a list of dicts holding ``columns``."""
     return [dict(zip(columns, values)) for values in zip(*(encoding[name] for name in columns))]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..functional import softmax
 from ..heads import DebertaV2ForMaskedLM
-from .base import MODEL_INPUTS, Pipeline, check_positive_int, split_rows
+from .base import MODEL_INPUTS, Pipeline, as_texts, check_positive_int, split_rows
 
 
 class FillMaskPipeline(Pipeline):
@@ -79,9 +79,7 @@ class FillMaskPipeline(Pipeline):
     def __call__(self, inputs, batch_size=None, **options):
         """Fill the masks of ``inputs`` (a text or a list of texts); see the module docstring."""
         batch_size, options = self.settings(batch_size, options)
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not all(isinstance(text, str) for text in texts):
-            raise TypeError("fill-mask takes a text or a list of texts")
+        texts = as_texts(inputs, "fill-mask")
         if not texts:
             return []
         encoding = self.tokenizer(texts)

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..functional import softmax
 from ..heads import DebertaV2ForTokenClassification
-from .base import MODEL_INPUTS, Pipeline, split_rows, truncation_limit
+from .base import MODEL_INPUTS, Pipeline, as_texts, split_rows, truncation_limit
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -73,9 +73,7 @@ class TokenClassificationPipeline(Pipeline):
     def __call__(self, inputs, batch_size=None, **options):
         """Label the tokens of ``inputs`` (a text or a list of texts); see the module docstring."""
         batch_size, options = self.settings(batch_size, options)
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        if not all(isinstance(text, str) for text in texts):
-            raise TypeError("token-classification takes a text or a list of texts")
+        texts = as_texts(inputs, "token-classification")
         if not texts:
             return []
         limit = truncation_limit(self.tokenizer)
