@@ -40,7 +40,7 @@ def masked_lm_head(hidden, params, word_embeddings, config):
     t = get_activation(config.hidden_act)(linear(hidden, **head["dense"]))  # [B, N, E] or [B, N, C]
     t = layer_norm(t, **head["LayerNorm"], eps=config.layer_norm_eps)
     bias = params["predictions"]["bias"] if config.legacy else params["lm_head"]["bias"]
-    return t @ word_embeddings.T + bias  # [B, N, V]
+    return linear(t, word_embeddings, bias)  # [B, N, V]: the tied decoder
 
 
 def check_class_labels(labels, shape, num_classes, name="labels", ignore_index=-100):

@@ -247,8 +247,8 @@ def pack(params, dtype, align=64):
     One allocation of the whole model, rather than one per tensor (most are under NumPy's 4 MiB
     threshold for asking the kernel for huge pages, and tensors read from a file are views of its
     buffer), lets Linux back the weights with 2 MiB pages, so the matrix products that stream
-    them take fewer TLB misses: 10-20% of a B=1 N=128 forward on a 2-core Zen 4. Each view
-    starts on an ``align``-byte boundary.
+    them take fewer TLB misses (about 10% of a B=1 N=128 forward on a 2-core Zen 4, in a noisy
+    comparison). Each view starts on an ``align``-byte boundary.
 
     Args:
         params: checkpoint key -> array-like; dtype: the model's dtype.
