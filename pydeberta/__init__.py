@@ -10,7 +10,7 @@ Switch from transformers by changing one import::
 __version__ = "0.1.0"
 
 from ._backend import backend_info, use_backend
-from .checkpoint import CheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, UnsafeCheckpointError
 from .config import DebertaV2Config
 from .encoding import BatchEncoding
 from .heads import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,

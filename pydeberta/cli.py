@@ -88,7 +88,7 @@ def parse_line(line, command):
 # --------------------------------------------------------------------------- models
 def load_pipeline(args):
     """The task's pipeline on ``--model`` (default: the bundled model), after checking its head fits."""
-    from .checkpoint import resolve_model_folder
+    from .hub import resolve_model_folder
     from .config import DebertaV2Config
     from .pipelines import pipeline
 
@@ -167,7 +167,8 @@ def run_task(args):
 def run_inspect(args):
     """Print a checkpoint's architecture and where its parameters are."""
     from ._backend import backend_info
-    from .checkpoint import read_state_dict, resolve_model_folder
+    from .checkpoint import read_state_dict
+    from .hub import resolve_model_folder
     from .config import DebertaV2Config
 
     folder = resolve_model_folder(args.model)
@@ -212,7 +213,7 @@ def run_attention(args):
         from .viz import plot_attention_terms
     except ImportError as exc:
         raise CommandError(f"attention needs matplotlib: pip install 'pydeberta[viz]' ({exc})") from None
-    from .checkpoint import resolve_model_folder
+    from .hub import resolve_model_folder
     from .model import DebertaV2Model
     from .tokenizer import DebertaV2TokenizerFast
 

@@ -253,7 +253,7 @@ class DebertaV2Config:
         """Read ``config.json`` from a checkpoint folder, a ``config.json`` path, or a hub id."""
         path = Path(name_or_path)
         if not path.is_file():
-            from .checkpoint import resolve_model_folder
+            from .hub import resolve_model_folder
 
             path = resolve_model_folder(name_or_path) / CONFIG_NAME
             if not path.is_file():

@@ -15,7 +15,8 @@ import numpy as np
 
 from ._backend import block_cache
 from .attention import attention_output, disentangled_self_attention, relative_projections
-from .checkpoint import read_state_dict, resolve_model_folder, write_safetensors
+from .checkpoint import read_state_dict, write_safetensors
+from .hub import resolve_model_folder
 from .config import DebertaV2Config
 from .conv import conv_layer
 from .functional import get_activation, layer_norm, linear

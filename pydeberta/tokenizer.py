@@ -46,7 +46,7 @@ import unicodedata
 
 import sentencepiece
 
-from .checkpoint import BUNDLED_MODELS
+from .hub import BUNDLED_MODELS
 from .encoding import (
     COLUMNS,
     PADDING_SIDES,

@@ -16,3 +16,6 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# Fixtures shared by the checkpoint-reading tests (a tiny transformers model saved in several layouts).
+pytest_plugins = ["checkpoints"]

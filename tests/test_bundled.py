@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import pydeberta
-from pydeberta.checkpoint import BUNDLED_MODELS, resolve_model_folder
+from pydeberta.hub import BUNDLED_MODELS, resolve_model_folder
 
 NAME = "pydeberta/tiny"
 FOLDER = Path(pydeberta.__file__).parent / "models" / "tiny"

@@ -12,7 +12,8 @@ import transformers
 
 import pydeberta
 from oracle import assert_close, assert_outputs_close, build_transformers_model, state_dict_numpy, torch_call
-from pydeberta.checkpoint import CheckpointError, read_state_dict, write_safetensors
+from pydeberta.checkpoint import read_state_dict, write_safetensors
+from pydeberta.errors import CheckpointError
 from pydeberta.weights import expected_shapes, pack
 
 V3_LIKE = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,

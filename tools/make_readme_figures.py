@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import pydeberta  # noqa: E402
 from pydeberta import viz  # noqa: E402
-from pydeberta.checkpoint import resolve_model_folder  # noqa: E402
+from pydeberta.hub import resolve_model_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "And God said, Let there be light: and there was light."

@@ -35,7 +35,7 @@ import numpy as np
 
 import pydeberta
 from pydeberta import viz
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.functional import softmax
 
 MODEL = "pydeberta/tiny"

@@ -38,7 +38,7 @@ import numpy as np
 import sentencepiece
 
 import pydeberta
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.tokenizer import DebertaV2Tokenizer
 
 MODEL = "pydeberta/tiny"

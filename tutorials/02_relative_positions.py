@@ -47,7 +47,7 @@ import numpy as np
 
 import pydeberta
 from pydeberta import viz
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.model import relative_embeddings
 from pydeberta.positions import build_relative_position, make_log_bucket_position, relative_index
 

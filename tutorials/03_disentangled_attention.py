@@ -45,7 +45,7 @@ import numpy as np
 import pydeberta
 from pydeberta import viz
 from pydeberta.attention import (attention_scale, attention_score_terms, relative_projections, split_heads)
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.functional import linear, masked_softmax
 from pydeberta.model import encoder_layer, relative_embeddings
 from pydeberta.positions import relative_index

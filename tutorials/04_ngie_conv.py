@@ -43,7 +43,7 @@ import numpy as np
 
 import pydeberta
 from pydeberta import viz
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.conv import conv1d, conv_layer
 from pydeberta.model import encoder_layer
 

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import pydeberta
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.functional import softmax
 from pydeberta.heads import context_pooler, masked_lm_head
 

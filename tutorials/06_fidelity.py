@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import pydeberta
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 from pydeberta.model import encoder_layer
 
 MODEL = "pydeberta/tiny"

@@ -43,7 +43,7 @@ import numpy as np
 import pydeberta
 from pydeberta import attention, functional, positions
 from pydeberta._backend import available_backends, backend_info, twin_of, use_backend
-from pydeberta.checkpoint import resolve_model_folder
+from pydeberta.hub import resolve_model_folder
 
 MODEL = "pydeberta/tiny"
 

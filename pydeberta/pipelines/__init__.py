@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from ..checkpoint import resolve_model_folder
+from ..hub import resolve_model_folder
 from ..tokenizer import DebertaV2TokenizerFast
 from .base import Pipeline
 from .fill_mask import FillMaskPipeline
