@@ -1,8 +1,13 @@
-"""Build script: the pure-Python package, plus the optional Cython twins in ``_ext/``.
+"""Build script: the pure-Python package, plus the engine's compiled kernels in ``pydeberta/engine/_ext/``.
 
-Every ``_ext/<name>.pyx`` is compiled into ``pydeberta._cy_<name>``. The build falls back to a
-NumPy-only package when ``PYDEBERTA_PUREPYTHON=1`` is set, when Cython is missing, or when no C
-compiler works; ``import pydeberta`` then uses the NumPy reference functions.
+Every ``pydeberta/engine/_ext/<name>.pyx`` is compiled into ``pydeberta.engine._cy_<name>``. The
+build falls back to a NumPy-only package when ``PYDEBERTA_PUREPYTHON=1`` is set, when Cython is
+missing, or when no C compiler works; ``import pydeberta`` then runs the engine's NumPy kernels.
+
+``PYDEBERTA_REQUIRE_EXTENSION=1`` turns that fallback into a failure: any C or Cython error (or a
+missing compiler or Cython) fails ``pip install``, and the tests assert that the ``cython``
+backend is active. CI sets it (``.ci/run``); a user without a compiler leaves it unset and gets a
+working NumPy-only install.
 
 Compiler directives live here, in one place. ``PYDEBERTA_CYTHON_DEBUG=1`` turns bounds checks,
 wrap-around and initialised-memory checks back on. No fast-math flags: they break erf/GELU.
@@ -25,6 +30,11 @@ from setuptools.command.build_ext import build_ext
 
 PURE = os.environ.get("PYDEBERTA_PUREPYTHON", "0") == "1"
 DEBUG = os.environ.get("PYDEBERTA_CYTHON_DEBUG", "0") == "1"
+REQUIRED = os.environ.get("PYDEBERTA_REQUIRE_EXTENSION", "0") == "1"
+SOURCES = os.path.join("pydeberta", "engine", "_ext")
+
+if PURE and REQUIRED:
+    sys.exit("pydeberta: PYDEBERTA_PUREPYTHON=1 and PYDEBERTA_REQUIRE_EXTENSION=1 contradict each other")
 
 DIRECTIVES = {
     "language_level": "3",
@@ -41,7 +51,8 @@ OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() 
 
 
 class OptionalBuildExt(build_ext):
-    """Build the Cython twins if possible; never fail the install because of them."""
+    """Build the compiled kernels if possible; fail the install because of them only when
+    ``PYDEBERTA_REQUIRE_EXTENSION=1``."""
 
     def openmp_works(self):
         """Whether this compiler compiles and links an OpenMP program with ``OPENMP_FLAGS``."""
@@ -70,31 +81,39 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler, broken toolchain
+            if REQUIRED:
+                raise
             print(f"pydeberta: compiled extensions not built ({exc}); using NumPy only", file=sys.stderr)
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
+            if REQUIRED:
+                raise
             print(f"pydeberta: {ext.name} not built ({exc}); using NumPy only", file=sys.stderr)
 
 
 def extensions():
-    sources = sorted(glob.glob(os.path.join("_ext", "*.pyx")))
-    if PURE or not sources:
+    sources = sorted(glob.glob(os.path.join(SOURCES, "*.pyx")))
+    if PURE:
         return []
+    if REQUIRED and not sources:
+        sys.exit(f"pydeberta: PYDEBERTA_REQUIRE_EXTENSION=1 but there is no {SOURCES}/*.pyx")
     try:
         import numpy
         from Cython.Build import cythonize
         from setuptools import Extension
     except ImportError:
+        if REQUIRED:
+            raise
         print("pydeberta: Cython or numpy missing at build time; using NumPy only", file=sys.stderr)
         return []
     exts = [
         Extension(
-            "pydeberta._cy_" + os.path.splitext(os.path.basename(src))[0],
+            "pydeberta.engine._cy_" + os.path.splitext(os.path.basename(src))[0],
             [src],
-            include_dirs=[numpy.get_include(), "_ext"],
+            include_dirs=[numpy.get_include(), SOURCES],
             libraries=["m", "pthread"],
             extra_compile_args=["-O3", "-fno-math-errno"] + OPENMP_FLAGS + (["-O0", "-g"] if DEBUG else []),
             extra_link_args=list(OPENMP_FLAGS),
@@ -102,7 +121,13 @@ def extensions():
         )
         for src in sources
     ]
-    return cythonize(exts, compiler_directives=DIRECTIVES, include_path=["_ext"])
+    try:
+        return cythonize(exts, compiler_directives=DIRECTIVES, include_path=[SOURCES])
+    except Exception as exc:  # a Cython compile error
+        if REQUIRED:
+            raise
+        print(f"pydeberta: Cython could not translate the kernels ({exc}); using NumPy only", file=sys.stderr)
+        return []
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -9,13 +9,13 @@ Switch from transformers by changing one import::
 
 __version__ = "0.1.0"
 
-from ._backend import backend_info, use_backend
+from .engine import backend_info, release_memory, use_backend
 from .errors import CheckpointError, UnsafeCheckpointError
 from .config import DebertaV2Config
 from .encoding import BatchEncoding
-from .heads import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,
-                    DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification)
-from .model import DebertaV2Model, DebertaV2PreTrainedModel
+from .modeling import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,
+                       DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification, DebertaV2Model,
+                       DebertaV2PreTrainedModel)
 from .pipelines import pipeline
 from .tokenizer import DebertaV2Tokenizer, DebertaV2TokenizerFast
 
@@ -34,6 +34,7 @@ __all__ = [
     "pipeline",
     "backend_info",
     "use_backend",
+    "release_memory",
     "CheckpointError",
     "UnsafeCheckpointError",
 ]

@@ -166,7 +166,7 @@ def run_task(args):
 
 def run_inspect(args):
     """Print a checkpoint's architecture and where its parameters are."""
-    from ._backend import backend_info
+    from .engine import backend_info
     from .checkpoint import read_state_dict
     from .hub import resolve_model_folder
     from .config import DebertaV2Config
@@ -214,7 +214,7 @@ def run_attention(args):
     except ImportError as exc:
         raise CommandError(f"attention needs matplotlib: pip install 'pydeberta[viz]' ({exc})") from None
     from .hub import resolve_model_folder
-    from .model import DebertaV2Model
+    from .modeling import DebertaV2Model
     from .tokenizer import DebertaV2TokenizerFast
 
     folder = resolve_model_folder(args.model)

@@ -1,4 +1,5 @@
-"""The nGiE convolution (``ConvLayer``, spec §6), used by deberta-v2-xlarge and -xxlarge.
+"""The nGiE convolution (``ConvLayer``), used by deberta-v2-xlarge and -xxlarge (DeBERTa paper,
+appendix A.6, "nGiE": n-gram induced input encoding).
 
 A 1-D convolution over the sequence looks at each token's ``k`` neighbours in the *embedding
 output* ``E0`` (n-gram information) and is added to the output of layer 0::
@@ -30,14 +31,12 @@ def conv1d(x, weight, bias, groups=1):
     pad = (k - 1) // 2
     xpad = np.pad(x, ((0, 0), (pad, pad), (0, 0)))  # [B, N + 2p, C]
     w = weight.reshape(groups, C_out // groups, C_in_group, k)  # [g, Co/g, Ci/g, k]
-    out = np.zeros((groups, B * N, C_out // groups), dtype=x.dtype)  # [g, B*N, Co/g]
-    for tau in range(k):
-        window = xpad[:, tau:tau + N, :].reshape(B * N, groups, C_in_group).transpose(1, 0, 2)  # [g, B*N, Ci/g]
-        out += window @ w[..., tau].transpose(0, 2, 1)  # [g, B*N, Co/g]
+    windows = (xpad[:, tau:tau + N].reshape(B * N, groups, C_in_group).transpose(1, 0, 2) for tau in range(k))  # [g, B*N, Ci/g]
+    out = sum(window @ w[..., tau].transpose(0, 2, 1) for tau, window in enumerate(windows))  # [g, B*N, Co/g]
     return out.transpose(1, 0, 2).reshape(B, N, C_out) + bias  # [B, N, C]
 
 
-def conv_layer(embedding_output, layer_output, mask, params, config, study=None):
+def conv_layer(embedding_output, layer_output, mask, params, config):
     """``ConvLayer``: mix the convolved embedding output into layer 0's output.
 
     Args:
@@ -45,12 +44,9 @@ def conv_layer(embedding_output, layer_output, mask, params, config, study=None)
         layer_output: ``Y0 [B, N, C]``, the output of layer 0.
         mask: ``[B, N]`` 0/1 in the activation dtype.
         params: ``encoder.conv`` parameters (``conv.weight``, ``conv.bias``, ``LayerNorm``).
-        study: dict receiving ``"conv_output"`` (the activated convolution, ``[B, N, C]``), or None.
     Returns:
-        ``[B, N, C]``.
+        ``(Y0' [B, N, C], out [B, N, C])``: the new layer output and the activated convolution.
     """
     out = conv1d(embedding_output, **params["conv"], groups=config.conv_groups)  # [B, N, C]
     out = get_activation(config.conv_act)(out * mask[..., None])
-    if study is not None:
-        study["conv_output"] = out
-    return layer_norm(layer_output, **params["LayerNorm"], eps=config.layer_norm_eps, residual=out) * mask[..., None]
+    return layer_norm(layer_output + out, **params["LayerNorm"], eps=config.layer_norm_eps) * mask[..., None], out

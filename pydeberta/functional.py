@@ -1,8 +1,10 @@
-"""The elementwise and row-wise pieces of DeBERTa, as small pure NumPy functions.
+"""The elementwise and row-wise pieces of DeBERTa, as small pure NumPy functions (the book).
 
 Every function here matches its PyTorch / Hugging Face transformers counterpart (transformers
 4.57, torch 2.13): the activations of ``transformers.activations.ACT2FN``, ``nn.Linear``,
-``nn.LayerNorm``, softmax with DeBERTa's attention mask, and the losses of the task heads.
+``nn.LayerNorm``, and softmax with DeBERTa's attention mask. The task losses are in
+:mod:`pydeberta.losses`; the engine's faster versions of ``linear``, ``gelu`` and ``layer_norm``
+in :mod:`pydeberta.engine.kernels`.
 
 Conventions
 -----------
@@ -22,12 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ._backend import dispatch
-
 __all__ = [
     "ACT2FN",
-    "bce_with_logits",
-    "cross_entropy",
     "erf",
     "gelu",
     "gelu_10",
@@ -42,21 +40,19 @@ __all__ = [
     "log_softmax",
     "masked_softmax",
     "mish",
-    "mse_loss",
     "quick_gelu",
     "relu",
     "relu2",
     "relu6",
     "sigmoid",
     "silu",
-    "soft_cross_entropy",
     "softmax",
     "swish",
     "tanh",
 ]
 
 
-def _floating(x) -> np.ndarray:
+def as_floating(x) -> np.ndarray:
     """``x`` as an ndarray of a floating dtype: float dtypes are kept, others become float64."""
     x = np.asarray(x)
     if np.issubdtype(x.dtype, np.floating):
@@ -140,7 +136,7 @@ def erf(x) -> np.ndarray:
     >>> print(erf(np.array([-np.inf, -1.0, 0.0, 0.5, 2.0])))
     [-1.         -0.84270079  0.          0.52049988  0.99532227]
     """
-    x = _floating(x)
+    x = as_floating(x)
     x64 = x.astype(np.float64, copy=False)
     y = np.abs(x64)
     out = x64.copy()  # nan stays nan: it falls in none of the three ranges below
@@ -170,7 +166,6 @@ _SQRT1_2 = math.sqrt(0.5)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-@dispatch
 def gelu(x) -> np.ndarray:
     """Exact GELU: gelu(x) = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2))), elementwise.
 
@@ -182,7 +177,7 @@ def gelu(x) -> np.ndarray:
     >>> print(gelu(np.array([-3.0, -1.0, 0.0, 1.0, 3.0])))
     [-0.00404969 -0.15865525  0.          0.84134475  2.99595031]
     """
-    x = _floating(x)
+    x = as_floating(x)
     x64 = x.astype(np.float64, copy=False)
     with np.errstate(invalid="ignore"):  # gelu(-inf) = -inf * 0 = nan, as in torch
         return (0.5 * x64 * (1.0 + erf(x64 * _SQRT1_2))).astype(x.dtype, copy=False)
@@ -210,7 +205,7 @@ def gelu_new(x) -> np.ndarray:
     >>> print(gelu_new(np.array([-1.0, 0.0, 1.0])))
     [-0.15880801  0.          0.84119199]
     """
-    x = _floating(x)
+    x = as_floating(x)
     with np.errstate(over="ignore"):
         return 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))))
 
@@ -222,7 +217,7 @@ def gelu_fast(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     with np.errstate(over="ignore"):
         return 0.5 * x * (1.0 + np.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
 
@@ -238,7 +233,7 @@ def sigmoid(x) -> np.ndarray:
     >>> print(sigmoid(np.array([-1000.0, 0.0, 1000.0])))
     [0.  0.5 1. ]
     """
-    x = _floating(x)
+    x = as_floating(x)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
@@ -248,7 +243,7 @@ def quick_gelu(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     return x * sigmoid(1.702 * x)
 
 
@@ -257,7 +252,7 @@ def silu(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     return x * sigmoid(x)
 
 
@@ -269,7 +264,7 @@ def relu(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    return np.maximum(_floating(x), 0)
+    return np.maximum(as_floating(x), 0)
 
 
 def relu2(x) -> np.ndarray:
@@ -294,7 +289,7 @@ def leaky_relu(x, negative_slope: float = 0.01) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     return np.where(x > 0, x, x * negative_slope)
 
 
@@ -303,7 +298,7 @@ def tanh(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    return np.tanh(_floating(x))
+    return np.tanh(as_floating(x))
 
 
 def mish(x) -> np.ndarray:
@@ -314,7 +309,7 @@ def mish(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     return x * np.tanh(np.logaddexp(0, x))
 
 
@@ -323,7 +318,7 @@ def identity(x) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    return _floating(x)
+    return as_floating(x)
 
 
 def laplace(x, mu: float = 0.707107, sigma: float = 0.282095) -> np.ndarray:
@@ -333,7 +328,7 @@ def laplace(x, mu: float = 0.707107, sigma: float = 0.282095) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     z = (x.astype(np.float64, copy=False) - mu) / (sigma * math.sqrt(2.0))
     return (0.5 * (1.0 + erf(z))).astype(x.dtype, copy=False)
 
@@ -399,35 +394,26 @@ def linear(x, weight, bias=None) -> np.ndarray:
     >>> print(linear(x, w, np.array([0.0, 0.5, 1.0])))         # [1, out=3]
     [[ 1.   3.5 -1. ]]
     """
-    x, weight = _floating(x), np.asarray(weight)
-    # One [M, in] x [in, out] product for all leading axes: ``x @ weight.T`` on a 3-D x would be
-    # B separate products of N rows (NumPy's matmul loops over stacked matrices), which BLAS runs
-    # at a fraction of the speed of one product of B*N rows.
-    y = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) @ weight.T  # [M, out]
-    if bias is not None:
-        y = np.add(y, bias, out=y) if np.result_type(y, bias) == y.dtype else y + bias  # in place when it can
-    return y.reshape(*x.shape[:-1], y.shape[-1])  # [..., out]
+    y = as_floating(x) @ np.asarray(weight).T  # [..., out]
+    return y if bias is None else y + bias
 
 
-@dispatch
-def layer_norm(x, weight, bias, eps: float, residual=None) -> np.ndarray:
-    """LayerNorm over the last axis, as ``nn.LayerNorm(C, eps)``, of ``x`` or of ``x + residual``
-    (the post-LayerNorm "add & norm" of every DeBERTa block):
+def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis, as ``nn.LayerNorm(C, eps)``:
 
-        v = x + residual   (or x)
-        y = (v - mean) / sqrt(var + eps) * weight + bias
+        y = (x - mean) / sqrt(var + eps) * weight + bias
 
-    with mean and the biased (population) variance var = mean((v - mean)^2) taken over the last
-    axis, and eps inside the square root. The sum is taken in the inputs' dtype, as
-    ``LayerNorm(x + residual)`` does; then two passes (mean, then the variance of the centred
-    values) in float64, rounded once to v's dtype. DeBERTa uses eps = 1e-7.
+    with mean and the biased (population) variance var = mean((x - mean)^2) taken over the last
+    axis, and eps inside the square root: two passes (mean, then the variance of the centred
+    values) in float64, rounded once to x's dtype. DeBERTa's blocks call it on ``x + residual``
+    (post-LayerNorm "add & norm"), with eps = 1e-7.
 
-    Shapes: x [..., C], weight [C], bias [C], residual like x (or None); returns [..., C].
+    Shapes: x [..., C], weight [C], bias [C]; returns [..., C].
 
     >>> print(layer_norm(np.array([[1.0, 2.0, 3.0]]), np.ones(3), np.zeros(3), eps=0.0))
     [[-1.22474487  0.          1.22474487]]
     """
-    x = _floating(x) if residual is None else _floating(x) + residual
+    x = as_floating(x)
     x64 = x.astype(np.float64, copy=False)
     centred = x64 - x64.mean(axis=-1, keepdims=True)  # [..., C]
     var = np.mean(centred * centred, axis=-1, keepdims=True)  # [..., 1]
@@ -448,7 +434,7 @@ def softmax(x, axis: int = -1) -> np.ndarray:
     >>> print(softmax(np.array([1000.0, 1000.0, -np.inf])))
     [0.5 0.5 0. ]
     """
-    x = _floating(x)
+    x = as_floating(x)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -458,7 +444,7 @@ def log_softmax(x, axis: int = -1) -> np.ndarray:
 
     Shape: any; returns the same shape and dtype.
     """
-    x = _floating(x)
+    x = as_floating(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
@@ -481,92 +467,8 @@ def masked_softmax(scores, visible) -> np.ndarray:
     [[0.2689 0.7311 0.    ]
      [0.3333 0.3333 0.3333]]
     """
-    scores = _floating(scores)
+    scores = as_floating(scores)
     visible = np.asarray(visible)
     if visible.dtype != np.bool_:
         raise TypeError(f"masked_softmax: visible must be a bool array, got dtype {visible.dtype}")
     return softmax(np.where(visible, scores, np.finfo(scores.dtype).min), axis=-1)
-
-
-# --------------------------------------------------------------------------------------------
-# Losses (mean reduction, as torch.nn.functional)
-# --------------------------------------------------------------------------------------------
-def cross_entropy(logits, labels, ignore_index: int = -100) -> np.ndarray:
-    """Mean cross-entropy, as ``F.cross_entropy(logits, labels, ignore_index=ignore_index)``:
-
-        loss = -(1/|kept|) * sum_{n in kept} log_softmax(logits[n])[labels[n]]
-
-    over the rows whose label is not ``ignore_index``. When every row is ignored the loss is
-    0/0 = nan, as in torch. A kept label outside [0, C) raises ValueError.
-
-    Shapes: logits [N, C], labels [N] integer; returns a 0-d array of the logits' dtype.
-
-    >>> print(cross_entropy(np.array([[0.0, 0.0], [5.0, 0.0]]), np.array([1, -100])))
-    0.6931471805599453
-    """
-    logits = _floating(logits)
-    labels = np.asarray(labels)
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(
-            f"cross_entropy: expected logits [N, C] and labels [N], "
-            f"got {logits.shape} and {labels.shape}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"cross_entropy: labels must be integers, got dtype {labels.dtype}")
-    kept = labels != ignore_index  # [N]
-    targets = labels[kept]  # [n]
-    num_classes = logits.shape[1]
-    out_of_range = (targets < 0) | (targets >= num_classes)
-    if np.any(out_of_range):
-        raise ValueError(
-            f"cross_entropy: labels must lie in [0, {num_classes}) or equal "
-            f"ignore_index={ignore_index}, got {np.unique(targets[out_of_range]).tolist()}"
-        )
-    if targets.size == 0:
-        return np.asarray(np.nan, dtype=logits.dtype)
-    log_probs = log_softmax(logits[kept])  # [n, C]
-    total = -log_probs[np.arange(targets.size), targets].sum()
-    return np.asarray(total / logits.dtype.type(targets.size), dtype=logits.dtype)
-
-
-def soft_cross_entropy(logits, probs) -> np.ndarray:
-    """Cross-entropy against soft labels, as DeBERTa's sequence-classification head computes it:
-
-        loss = mean_n( -sum_c log_softmax(logits)[n, c] * probs[n, c] )
-
-    Shapes: logits [N, C], probs [N, C]; returns a 0-d array of the promoted dtype of the two
-    (the logits' dtype when they agree), as torch.
-    """
-    per_row = -(log_softmax(logits) * _floating(probs)).sum(axis=-1)  # [N]
-    return np.asarray(per_row.mean(), dtype=per_row.dtype)
-
-
-def mse_loss(input, target) -> np.ndarray:
-    """Mean squared error, as ``F.mse_loss(input, target)``: mean((input - target)^2).
-
-    Shapes: input and target of one shape (a mismatch raises ValueError, where torch would warn
-    and broadcast); returns a 0-d array of their promoted dtype.
-    """
-    input, target = _floating(input), _floating(target)
-    if input.shape != target.shape:
-        raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} differ in shape")
-    diff = input - target
-    return np.asarray(np.mean(diff * diff), dtype=diff.dtype)
-
-
-def bce_with_logits(logits, targets) -> np.ndarray:
-    """Mean binary cross-entropy on logits, as ``F.binary_cross_entropy_with_logits``:
-
-        loss = mean( max(x, 0) - x * t + log1p(exp(-|x|)) )
-
-    which equals -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))] without overflow for any
-    finite x.
-
-    Shapes: logits and targets of one shape (else ValueError, as torch); returns a 0-d array of
-    their promoted dtype.
-    """
-    x, t = _floating(logits), _floating(targets)
-    if x.shape != t.shape:
-        raise ValueError(f"bce_with_logits: logits {x.shape} and targets {t.shape} differ in shape")
-    loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
-    return np.asarray(np.mean(loss), dtype=loss.dtype)

@@ -1,27 +1,26 @@
-"""Relative positions and their log buckets (spec §4).
+"""Relative positions and their log buckets (DeBERTa paper, section 3.1, eq. (3); DeBERTaV3 keeps them).
 
-DeBERTa never adds absolute positions in v2/v3 checkpoints; instead every attention score looks
-up an embedding of the *relative* distance ``i - j`` between query ``i`` and key ``j``. Distances
-up to ``mid = bucket_size // 2`` keep their own row; farther ones share rows whose width grows
-logarithmically, up to ``max_position``.
+DeBERTa-v2/v3 never adds absolute positions to its inputs; instead every attention score looks
+up an embedding of the *relative* distance ``i - j`` between query ``i`` and key ``j``
+(:mod:`pydeberta.attention`). Distances up to ``mid = bucket_size // 2`` keep their own table row;
+farther ones share rows whose width grows logarithmically, up to ``max_position``
+(``docs/architecture.md`` draws the data flow).
 
 Worked example (``bucket_size=8, max_position=16``, so ``mid=4``)::
 
-    r      :  0  1  2  3  4  5  6  7  8  9  10 ... 15
-    bucket :  0  1  2  3  4  5  5  6  6  7   7 ...  7
+    r      :  0  1  2  3  4  5  6  7  8  9 10 11 12 13 14 15
+    bucket :  0  1  2  3  4  5  5  6  6  6  7  7  7  7  7  7
 
-Everything here depends on sizes only, never on the input, so results are cached per shape and
-returned read-only.
+>>> print(make_log_bucket_position(np.arange(16), bucket_size=8, max_position=16))
+[0 1 2 3 4 5 5 6 6 6 7 7 7 7 7 7]
+
+Everything here depends on sizes only, never on the input; the engine computes it once per
+length (:mod:`pydeberta.engine.relative`).
 """
-
-import functools
 
 import numpy as np
 
-from ._backend import dispatch
 
-
-@dispatch
 def make_log_bucket_position(relative_pos, bucket_size, max_position):
     """Map relative distances to log buckets (transformers' ``make_log_bucket_position``).
 
@@ -35,7 +34,7 @@ def make_log_bucket_position(relative_pos, bucket_size, max_position):
     float64 agrees with it on all of ``[-4096, 4096]`` for the released ``(256, 512)`` and for the
     power-of-two and common sizes tested in ``tests/test_positions.py``. The function is odd:
     ``bucket(-r) == -bucket(r)``. It is not clamped: ``|r| >= max_position`` gives buckets beyond
-    ``±(2 mid - 1)`` (spec §4.3).
+    ``±(2 mid - 1)``.
 
     Args:
         relative_pos: integer array of any shape.
@@ -43,6 +42,9 @@ def make_log_bucket_position(relative_pos, bucket_size, max_position):
         max_position: maximum relative position (> bucket_size // 2 + 1).
     Returns:
         int64 array of the same shape.
+
+    >>> print(make_log_bucket_position([-300, -5, 0, 128, 129, 511, 600], 256, 512))
+    [-207   -5    0  128  129  255  270]
     """
     relative_pos = np.asarray(relative_pos, dtype=np.int64)
     mid = bucket_size // 2
@@ -55,8 +57,6 @@ def make_log_bucket_position(relative_pos, bucket_size, max_position):
         return np.where(abs_pos <= mid, relative_pos, log_pos.astype(np.int64) * sign)
 
 
-@functools.lru_cache(maxsize=64)
-@dispatch
 def build_relative_position(query_size, key_size, bucket_size=-1, max_position=-1):
     """Relative positions ``rel[i, j] = i - j``, log-bucketed when ``bucket_size > 0``.
 
@@ -65,19 +65,21 @@ def build_relative_position(query_size, key_size, bucket_size=-1, max_position=-
         bucket_size, max_position: as in :func:`make_log_bucket_position`; bucketing happens only
             when both are > 0, as in transformers.
     Returns:
-        read-only int64 array ``[Q, K]`` (transformers returns it with a leading axis of 1).
+        int64 array ``[Q, K]`` (transformers returns it with a leading axis of 1).
+
+    >>> print(build_relative_position(2, 3))
+    [[ 0 -1 -2]
+     [ 1  0 -1]]
     """
     rel = np.arange(query_size, dtype=np.int64)[:, None] - np.arange(key_size, dtype=np.int64)[None, :]  # [Q, K]
     if bucket_size > 0 and max_position > 0:
         rel = make_log_bucket_position(rel, bucket_size, max_position)
-    rel.flags.writeable = False
     return rel
 
 
-@functools.lru_cache(maxsize=64)
-@dispatch
 def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=-1):
-    """Row of the relative-embedding table each (query, key) pair reads (spec §5.3)::
+    """Row of the relative-embedding table each (query, key) pair reads, ``δ(i, j)`` of the
+    paper's eq. (3) shifted into ``[0, 2S)``::
 
         c(i, j) = clip(rel[i, j] + S, 0, 2S - 1)
 
@@ -86,33 +88,12 @@ def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=
     function is odd).
 
     Returns:
-        read-only int64 array ``[Q, K]`` with values in ``[0, 2S)``.
+        int64 array ``[Q, K]`` with values in ``[0, 2S)``.
+
+    >>> print(relative_index(3, 3, att_span=2))
+    [[2 1 0]
+     [3 2 1]
+     [3 3 2]]
     """
     rel = build_relative_position(query_size, key_size, bucket_size, max_position)
-    index = np.clip(rel + att_span, 0, 2 * att_span - 1)  # [Q, K]
-    index.flags.writeable = False
-    return index
-
-
-@functools.lru_cache(maxsize=64)
-def reachable_rows(query_size, key_size, att_span, bucket_size=-1, max_position=-1):
-    """The relative-table rows some (query, key) pair reads, and the index into just those rows.
-
-    ``c(i, j)`` (:func:`relative_index`) lies in ``[lo, hi]``, far fewer than ``2S`` rows when
-    ``Q, K <= S``; attention then needs only ``table[lo:hi + 1]`` and the index ``c(i, j) - lo``.
-    That index depends on ``i - j`` only, so it is returned as a Toeplitz view of its
-    ``Q + K - 1`` distinct values (``shifted[i, j] = line[i - j + K - 1]``, strides ``(s, -s)``):
-    ``Q + K`` integers in memory instead of ``Q * K``.
-
-    Returns:
-        ``(lo, hi, shifted)`` with ``shifted`` a read-only int64 ``[Q, K]`` view in ``[0, hi - lo]``.
-    """
-    index = relative_index(query_size, key_size, att_span, bucket_size, max_position)  # [Q, K]
-    if index.size == 0:
-        return 0, 0, index
-    lo, hi = int(index.min()), int(index.max())
-    line = np.concatenate([index[0, ::-1], index[1:, 0]]) - lo  # [Q + K - 1]: line[i - j + K - 1]
-    step = line.strides[0]
-    shifted = np.lib.stride_tricks.as_strided(line[key_size - 1:], shape=index.shape, strides=(step, -step),
-                                              writeable=False)  # [Q, K] view of line
-    return lo, hi, shifted
+    return np.clip(rel + att_span, 0, 2 * att_span - 1)  # [Q, K]

@@ -239,36 +239,3 @@ def flatten(tree, prefix=""):
         else:
             flat[key] = node
     return flat
-
-
-def pack(params, dtype, align=64):
-    """Copy the parameters into one buffer: read-only C-contiguous views of it, keyed as given.
-
-    One allocation of the whole model, rather than one per tensor (most are under NumPy's 4 MiB
-    threshold for asking the kernel for huge pages, and tensors read from a file are views of its
-    buffer), lets Linux back the weights with 2 MiB pages, so the matrix products that stream
-    them take fewer TLB misses (about 10% of a B=1 N=128 forward on a 2-core Zen 4, in a noisy
-    comparison). Each view starts on an ``align``-byte boundary.
-
-    Args:
-        params: checkpoint key -> array-like; dtype: the model's dtype.
-    Returns:
-        dict of the same keys -> read-only arrays of ``dtype``.
-    """
-    dtype = np.dtype(dtype)
-    step = max(1, align // dtype.itemsize)
-    sizes = {key: int(np.size(value)) for key, value in params.items()}
-    offsets, total = {}, 0
-    for key, size in sizes.items():
-        offsets[key] = total
-        total += -(-size // step) * step  # rounded up to whole alignment steps
-    buffer = np.empty(total + step, dtype)
-    start = (-buffer.ctypes.data // dtype.itemsize) % step  # first aligned element
-    packed = {}
-    for key, value in params.items():
-        value = np.asarray(value)
-        view = buffer[start + offsets[key]:start + offsets[key] + sizes[key]].reshape(value.shape)
-        view[...] = value
-        view.flags.writeable = False  # the relative-table cache relies on parameters not changing in place
-        packed[key] = view
-    return packed

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import transformers
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import pydeberta
 
@@ -120,12 +121,46 @@ def assert_close(name, ours, theirs, atol):
                                  f"(ours {ours[worst]!r}, transformers {theirs[worst]!r})")
 
 
-def assert_outputs_close(ours, theirs, atol):
-    """Compare every output field transformers returned (tuples element by element)."""
+def assert_outputs_close(ours, theirs, atol, label=""):
+    """Compare every output field transformers returned (tuples element by element); ``label``
+    starts every message (e.g. the backend)."""
     for key in theirs.keys():
         if isinstance(theirs[key], tuple):
-            assert len(ours[key]) == len(theirs[key]), f"{key}: {len(ours[key])} entries != {len(theirs[key])}"
+            assert len(ours[key]) == len(theirs[key]), f"{label}{key}: {len(ours[key])} entries != {len(theirs[key])}"
             for i, (a, b) in enumerate(zip(ours[key], theirs[key])):
-                assert_close(f"{key}[{i}]", a, b, atol)
+                assert_close(f"{label}{key}[{i}]", a, b, atol)
         else:
-            assert_close(key, ours[key], theirs[key], atol)
+            assert_close(f"{label}{key}", ours[key], theirs[key], atol)
+
+
+def assert_relative_close(what, ours, ref, tol):
+    """|ours - ref| <= tol * (1 + |ref|) where ref is finite; identical values elsewhere."""
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
+    finite = np.isfinite(ref)
+    assert np.array_equal(ours[~finite], ref[~finite], equal_nan=True), (
+        f"{what}: non-finite values differ: {ours[~finite]} vs {ref[~finite]}"
+    )
+    finite_ref = np.where(finite, ref, 0.0)
+    err = np.where(finite, np.abs(ours - finite_ref), 0.0) / (1.0 + np.abs(finite_ref))
+    err = np.where(np.isnan(err), np.inf, err)  # ours is nan where ref is finite
+    if err.size and not err.max() <= tol:
+        where = np.unravel_index(np.argmax(err), err.shape)
+        raise AssertionError(
+            f"{what}: |ours - ref| / (1 + |ref|) = {err[where]:.3e} > {tol:.1e} at index {where}: "
+            f"ours={ours[where]!r}, ref={ref[where]!r}"
+        )
+
+
+def to_torch(x):
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def float_arrays(max_abs=1e4, max_dims=3):
+    """float64 arrays whose elements are exact float32 values, so both dtypes see the same data."""
+    return hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=1, max_dims=max_dims, max_side=7),
+        elements=st.floats(-max_abs, max_abs, width=32),
+    )

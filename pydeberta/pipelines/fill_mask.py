@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from ..functional import softmax
-from ..heads import DebertaV2ForMaskedLM
+from ..modeling import DebertaV2ForMaskedLM
 from .base import MODEL_INPUTS, Pipeline, as_texts, check_positive_int, split_rows
 
 

@@ -34,7 +34,7 @@ question gives its result alone, as in transformers).
 
 import numpy as np
 
-from ..heads import DebertaV2ForQuestionAnswering
+from ..modeling import DebertaV2ForQuestionAnswering
 from .base import MODEL_INPUTS, Pipeline, check_positive_int, split_rows
 
 NULL_SCORE = 1000000  # transformers' starting "minimum null score": large and positive

@@ -21,7 +21,7 @@ pipeline is built still wraps a single text's sorted list in a list, as in trans
 """
 
 from ..functional import sigmoid, softmax
-from ..heads import DebertaV2ForSequenceClassification
+from ..modeling import DebertaV2ForSequenceClassification
 from .base import MODEL_INPUTS, Pipeline, check_positive_int, split_rows
 
 FUNCTIONS = {"sigmoid": sigmoid, "softmax": softmax, "none": lambda logits: logits}

@@ -31,7 +31,7 @@ tokenizer's ``model_max_length`` (when it has one) are truncated, as in transfor
 import numpy as np
 
 from ..functional import softmax
-from ..heads import DebertaV2ForTokenClassification
+from ..modeling import DebertaV2ForTokenClassification
 from .base import MODEL_INPUTS, Pipeline, as_texts, split_rows, truncation_limit
 
 STRATEGIES = ("none", "simple", "first", "average", "max")

@@ -26,7 +26,7 @@ A list of texts gives a list of such dicts.
 import numpy as np
 
 from ..functional import softmax
-from ..heads import DebertaV2ForSequenceClassification
+from ..modeling import DebertaV2ForSequenceClassification
 from .base import MODEL_INPUTS, Pipeline, split_rows, truncation_limit
 
 

@@ -1,4 +1,4 @@
-"""NumPy's array data from a cache of large blocks while pydeberta computes (``pydeberta._cy_allocator``).
+"""NumPy's array data from a cache of large blocks while pydeberta computes (``pydeberta.engine._cy_allocator``).
 
 The cache is ``block_cache.h``: blocks freed by one forward pass are handed to the next instead
 of going back to the kernel and being faulted in again page by page. :func:`use_block_cache`

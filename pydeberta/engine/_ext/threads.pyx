@@ -1,7 +1,7 @@
-"""Build facts (OpenMP, vector math) and the thread count of the compiled kernels (``pydeberta._cy_threads``).
+"""Build facts (OpenMP, vector math) and the thread count of the compiled kernels (``pydeberta.engine._cy_threads``).
 
 Every ``prange`` of the twins runs on ``max_threads()`` OpenMP threads. The OpenMP runtime is
-shared by all ``pydeberta._cy_*`` modules, so setting it here sets it for all of them. NumPy's
+shared by all ``pydeberta.engine._cy_*`` modules, so setting it here sets it for all of them. NumPy's
 BLAS has its own thread pool (``OPENBLAS_NUM_THREADS``); torch has its own OpenMP runtime.
 """
 

@@ -1,5 +1,5 @@
-"""Cython twins of the row-wise and elementwise pieces of :mod:`pydeberta.functional`
-(``pydeberta._cy_functional``).
+"""Cython twins of the row-wise and elementwise kernels of :mod:`pydeberta.engine.kernels`
+(``pydeberta.engine._cy_functional``).
 
 Same names, arguments and results as the NumPy references, for float32 and float64 arrays (other
 dtypes: ``TypeError``). Non-contiguous inputs are copied first, never read with wrong strides.
@@ -50,7 +50,7 @@ cdef void _gelu(const floating[::1] x, floating[::1] y) noexcept nogil:
 
 
 def gelu(x):
-    """Twin of :func:`pydeberta.functional.gelu`: exact GELU with the C library's ``erf``::
+    """Twin of :func:`pydeberta.engine.kernels.gelu`: exact GELU with the C library's ``erf``::
 
         gelu(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
 
@@ -112,7 +112,7 @@ cdef void _layer_norm(const floating[:, ::1] x, const floating[:, ::1] residual,
 
 
 def layer_norm(x, weight, bias, eps, residual=None):
-    """Twin of :func:`pydeberta.functional.layer_norm`: LayerNorm over the last axis::
+    """Twin of :func:`pydeberta.engine.kernels.layer_norm`: LayerNorm over the last axis::
 
         y = (v - mean) / sqrt(var + eps) * weight + bias,   v = x (+ residual)
 

@@ -1,5 +1,5 @@
-"""Cython twin of :func:`pydeberta.attention.disentangled_attention_probs`
-(``pydeberta._cy_attention``).
+"""Cython twin of :func:`pydeberta.engine.kernels.disentangled_attention_probs`
+(``pydeberta.engine._cy_attention``).
 
 The NumPy reference gathers the two relative terms with ``take_along_axis`` (an index array
 broadcast to ``[B, H, Q, K]`` and two gathered ``[B, H, Q, K]`` temporaries), adds them to the
@@ -84,7 +84,7 @@ cdef void _gather(floating* rel, Py_ssize_t i0, Py_ssize_t rows, Py_ssize_t K,
     In the band ``band_lo <= i - j <= band_hi`` the index is ``c = band_c + i - j`` (the
     identity zone of the log buckets, all of it when N <= bucket_size / 2), so rows are read
     straight there: a reversed run of ``c2p[t]`` and, per key, ``rows`` neighbouring entries of
-    ``p2c[j]``. Elsewhere ``c`` is read from the index (a Toeplitz view in the model,
+    ``p2c[j]``. Elsewhere ``c`` is read from the index's line (``index_stride = 1``,
     ``index_step = -1``: one short line read backwards, which stays in L1)."""
     cdef Py_ssize_t t, j, i, ja, jb
     cdef floating* rel_row
@@ -176,13 +176,14 @@ cdef void _softmax_row(floating* out, const floating* c2c, const floating* rel, 
 cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
                  const unsigned char[:, :, :, ::1] visible,
                  const floating[:, :, :, :] c2p, const floating[:, :, :, :] p2c,
-                 const int64_t[:, :] rel_index, Py_ssize_t band_lo, Py_ssize_t band_hi, Py_ssize_t band_c,
+                 const int64_t[::1] line, Py_ssize_t band_lo, Py_ssize_t band_hi, Py_ssize_t band_c,
                  bint has_c2p, bint has_p2c, floating[:, :, ::1] scratch) noexcept nogil:
     """``prange`` over blocks of ``ROWS`` query rows of the ``B * H`` score matrices (one
     matrix may be all the work); ``scratch[thread]`` holds a block's relative terms.
 
     ``out``, ``c2c``, ``c2p`` and ``p2c`` may have any strides but a contiguous last axis
-    (checked by the caller), so each row is read and written through a plain pointer."""
+    (checked by the caller), so each row is read and written through a plain pointer. Row ``i``
+    of the index is ``line[i + K - 1 - j]``: the line read backwards from ``i + K - 1``."""
     cdef Py_ssize_t B = c2c.shape[0], H = c2c.shape[1], Q = c2c.shape[2], K = c2c.shape[3]
     cdef Py_ssize_t blocks = (Q + ROWS - 1) // ROWS
     cdef Py_ssize_t task, b, h, i0, rows, t
@@ -198,7 +199,7 @@ cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
         if relative:
             _gather(rel, i0, rows, K, &c2p[b, h, i0, 0] if has_c2p else NULL, c2p.strides[2] // sizeof(floating),
                     &p2c[b, h, 0, 0] if has_p2c else NULL, p2c.strides[2] // sizeof(floating),
-                    &rel_index[i0, 0], rel_index.strides[0] // 8, rel_index.strides[1] // 8, band_lo, band_hi, band_c)
+                    &line[i0 + K - 1], 1, -1, band_lo, band_hi, band_c)
         for t in range(rows):
             _softmax_row(&out[b, h, i0 + t, 0], &c2c[b, h, i0 + t, 0], rel + t * K if relative else NULL,
                          &visible[b if by_batch else 0, h if by_head else 0, i0 + t, 0], K)
@@ -243,53 +244,43 @@ def _relative(name, x, dtype, lead):
     return x
 
 
-def _is_toeplitz(index):
-    """Whether ``index[i, j]`` depends on ``i - j`` only by its strides ``(s, -s)`` (the model's view)."""
-    return index.ndim == 2 and index.strides[0] == -index.strides[1] != 0
+def _line(index, Q, K, rows):
+    """The line (int64, contiguous) and identity band of ``index``, checked against the scores:
+    a ``[Q, K]`` index whose values lie in ``[0, rows)``."""
+    if index is None:
+        raise ValueError("index is required when c2p or p2c is given, got None")
+    line = getattr(index, "line", None)
+    if not isinstance(line, np.ndarray) or getattr(index, "band", None) is None:
+        raise TypeError(f"index must be a RelativeIndex (pydeberta.engine.relative), got {type(index).__name__}")
+    if (index.query_size, index.key_size) != (Q, K):
+        raise ValueError(f"index is for [Q, K] = {(index.query_size, index.key_size)}, the scores are {(Q, K)}")
+    line = np.ascontiguousarray(line, np.int64)
+    if line.shape != (Q + K - 1,):
+        raise ValueError(f"index.line must hold Q + K - 1 = {Q + K - 1} values, got shape {line.shape}")
+    if line.min() < 0 or line.max() >= rows:
+        raise ValueError(f"index values must lie in [0, {rows}) (the rows of c2p / p2c), "
+                         f"got [{line.min()}, {line.max()}]")
+    band_lo, band_hi, band_c = (int(value) for value in index.band)
+    if band_lo <= band_hi and not (-(K - 1) <= band_lo and band_hi <= Q - 1 and 0 <= band_c + band_lo
+                                   and band_c + band_hi < rows):
+        raise ValueError(f"index.band {index.band} reaches outside the index or the table rows")
+    return line, (band_lo, band_hi, band_c)
 
 
-def _linear_band(index):
-    """``(lo, hi, c)`` such that ``index[i, j] == c + (i - j)`` wherever ``lo <= i - j <= hi``:
-    the longest such band of a Toeplitz view; ``(1, 0, 0)`` (no band) for any other index."""
-    Q, K = index.shape
-    if index.size == 0 or not _is_toeplitz(index):
-        return 1, 0, 0
-    line = np.concatenate([index[0, ::-1], index[1:, 0]]).astype(np.int64)  # [Q + K - 1]: line[i - j + K - 1]
-    steps = np.concatenate([[0], (np.diff(line) == 1).astype(np.int8), [0]])
-    edges = np.flatnonzero(np.diff(steps))  # runs of +1 steps: line[start..end] consecutive
-    if edges.size == 0:
-        return 1, 0, 0
-    starts, ends = edges[::2], edges[1::2]
-    k = int(np.argmax(ends - starts))
-    lo, hi = int(starts[k]) - (K - 1), int(ends[k]) - (K - 1)
-    return lo, hi, int(line[starts[k]]) - lo
-
-
-def _index_bounds(index):
-    """``(min, max)`` of a ``[Q, K]`` integer array (``(0, 0)`` when empty). A Toeplitz view
-    (strides ``(s, -s)``: ``index[i, j]`` depends on ``i - j`` only, as the model's) holds every
-    value in its first row and column, so only those are read."""
-    if index.size == 0:
-        return 0, 0
-    if _is_toeplitz(index):
-        edges = np.concatenate([index[0], index[:, 0]])
-        return int(edges.min()), int(edges.max())
-    return int(index.min()), int(index.max())
-
-
-def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=None, out=None):
-    """Twin of :func:`pydeberta.attention.disentangled_attention_probs`: the relative terms
+def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, index=None, out=None):
+    """Twin of :func:`pydeberta.engine.kernels.disentangled_attention_probs`: the relative terms
     gathered, added to the content scores, masked and soft-maxed in one pass::
 
-        scores[b, h, i, j] = c2c[b, h, i, j] + (c2p[b, h, i, c] + p2c[b, h, j, c]),   c = rel_index[i, j]
+        scores[b, h, i, j] = c2c[b, h, i, j] + (c2p[b, h, i, c] + p2c[b, h, j, c]),   c = index.table()[i, j]
         probs = softmax(where(visible, scores, finfo.min), axis=-1)
 
     Args:
         c2c: content scores, already divided by the scale, float32/float64 ``[B, H, Q, K]``.
         visible: bool, broadcastable to ``[B, H, Q, K]`` (the model passes ``[B, 1, Q, K]``).
         c2p: ``(q / scale) @ Kr^T`` ``[B, H, Q, R]`` or None; p2c: ``(k / scale) @ Qr^T``
-            ``[B, H, K, R']`` or None; both of c2c's dtype.
-        rel_index: int ``[Q, K]`` with values in ``[0, R)`` (and ``[0, R')``); needed with either term.
+            ``[B, H, K, R']`` or None; both of c2c's dtype, ``R, R' >= index.rows``.
+        index: a :class:`~pydeberta.engine.relative.RelativeIndex` of ``[Q, K]``; needed with
+            either term. Its line and identity band are read as they are.
         out: ``[B, H, Q, K]`` array of c2c's dtype with a contiguous last axis to write into
             (e.g. a slice of heads of a larger array); may be ``c2c`` itself, must not overlap the
             other inputs. A new array when None.
@@ -307,23 +298,10 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
     c2p = _relative("c2p", c2p, dtype, (B, H, Q)) if has_c2p else np.zeros((1, 1, 1, 1), dtype)
     p2c = _relative("p2c", p2c, dtype, (B, H, K)) if has_p2c else np.zeros((1, 1, 1, 1), dtype)
     if has_c2p or has_p2c:
-        if rel_index is None:
-            raise ValueError("rel_index is required when c2p or p2c is given, got None")
-        rel_index = np.asarray(rel_index)
-        if not np.issubdtype(rel_index.dtype, np.integer):
-            raise TypeError(f"rel_index must be an integer array, got dtype {rel_index.dtype}")
-        if rel_index.shape != (Q, K):
-            raise ValueError(f"rel_index must have shape [Q, K] = {(Q, K)}, got {rel_index.shape}")
-        rows = min(c2p.shape[3] if has_c2p else p2c.shape[3], p2c.shape[3] if has_p2c else c2p.shape[3])
-        lo, hi = _index_bounds(rel_index)
-        if lo < 0 or hi >= rows:
-            raise ValueError(f"rel_index values must lie in [0, {rows}) (the rows of c2p / p2c), got [{lo}, {hi}]")
-        if rel_index.dtype != np.int64 or not rel_index.flags.aligned:
-            rel_index = rel_index.astype(np.int64)  # read in place otherwise, whatever its strides
-        band = _linear_band(rel_index)
+        line, band = _line(index, Q, K, min(c2p.shape[3] if has_c2p else p2c.shape[3],
+                                            p2c.shape[3] if has_p2c else c2p.shape[3]))
     else:
-        rel_index = np.zeros((1, 1), np.int64)
-        band = (1, 0, 0)
+        line, band = np.zeros(1, np.int64), (1, 0, 0)
     if out is None:
         out = np.empty_like(c2c)
     else:
@@ -335,14 +313,14 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, rel_index=Non
         in_place = out.ctypes.data == c2c.ctypes.data and out.strides == c2c.strides
         if not in_place and np.may_share_memory(out, c2c):
             raise ValueError("out may be c2c itself but must not overlap it otherwise")
-        for name, other in (("c2p", c2p), ("p2c", p2c), ("visible", mask), ("rel_index", rel_index)):
+        for name, other in (("c2p", c2p), ("p2c", p2c), ("visible", mask)):
             if np.may_share_memory(out, other):
                 raise ValueError(f"out must not overlap {name}")
     if c2c.size == 0:
         return out
     scratch = np.empty((omp_get_max_threads(), ROWS, K), dtype)  # one block of relative terms per thread
     if dtype == np.float32:
-        _probs[float](out, c2c, mask, c2p, p2c, rel_index, *band, has_c2p, has_p2c, scratch)
+        _probs[float](out, c2c, mask, c2p, p2c, line, *band, has_c2p, has_p2c, scratch)
     else:
-        _probs[double](out, c2c, mask, c2p, p2c, rel_index, *band, has_c2p, has_p2c, scratch)
+        _probs[double](out, c2c, mask, c2p, p2c, line, *band, has_c2p, has_p2c, scratch)
     return out

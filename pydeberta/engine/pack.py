@@ -1,0 +1,35 @@
+"""The model's parameters in one aligned buffer (the engine's memory layout for them)."""
+
+import numpy as np
+
+
+def pack(params, dtype, align=64):
+    """Copy the parameters into one buffer: C-contiguous views of it, keyed as given.
+
+    One allocation of the whole model, rather than one per tensor (most are under NumPy's 4 MiB
+    threshold for asking the kernel for huge pages, and tensors read from a file are views of its
+    buffer), lets Linux back the weights with 2 MiB pages, so the matrix products that stream
+    them take fewer TLB misses (about 10% of a B=1 N=128 forward on a 2-core Zen 4, in a noisy
+    comparison). Each view starts on an ``align``-byte boundary.
+
+    Args:
+        params: checkpoint key -> array-like; dtype: the model's dtype.
+    Returns:
+        dict of the same keys -> writable arrays of ``dtype``, each a view of the one buffer.
+    """
+    dtype = np.dtype(dtype)
+    step = max(1, align // dtype.itemsize)
+    sizes = {key: int(np.size(value)) for key, value in params.items()}
+    offsets, total = {}, 0
+    for key, size in sizes.items():
+        offsets[key] = total
+        total += -(-size // step) * step  # rounded up to whole alignment steps
+    buffer = np.empty(total + step, dtype)
+    start = (-buffer.ctypes.data // dtype.itemsize) % step  # first aligned element
+    packed = {}
+    for key, value in params.items():
+        value = np.asarray(value)
+        view = buffer[start + offsets[key]:start + offsets[key] + sizes[key]].reshape(value.shape)
+        view[...] = value
+        packed[key] = view
+    return packed

@@ -1,0 +1,392 @@
+"""The classes users call: ``DebertaV2Model`` and the task models, with transformers' names,
+arguments and outputs (the product layer).
+
+A model holds its config, its parameters as a tree of plain arrays whose paths are the checkpoint
+keys (``model.tree["encoder"]["layer"][3]["attention"]["self"]["query_proj"]["weight"]``), and the
+engine's state for them. A call validates its inputs (:mod:`pydeberta.inputs`) and runs
+
+* the book (:func:`pydeberta.model.backbone`, :mod:`pydeberta.heads`) under the ``reference``
+  backend, or whenever ``output_study=True`` asks for its intermediates;
+* the engine (:class:`pydeberta.engine.model.Engine`) otherwise,
+
+then the task head and its loss, chosen as transformers chooses them. Loading and saving go
+through :mod:`pydeberta.hub`, :mod:`pydeberta.checkpoint` and :mod:`pydeberta.weights`.
+
+Shapes: ``B`` batch, ``N`` sequence length, ``C`` hidden size, ``V`` vocabulary, ``H`` heads.
+"""
+
+import os
+
+import numpy as np
+
+from .checkpoint import read_state_dict, write_safetensors
+from .config import DebertaV2Config
+from .engine import backend
+from .engine import model as engine_model
+from .engine.pack import pack
+from .functional import linear
+from .heads import context_pooler, masked_lm_head
+from .hub import resolve_model_folder
+from .inputs import as_integer_array, check_labels, prepare_inputs
+from .losses import bce_with_logits, cross_entropy, mse_loss, soft_cross_entropy
+from .model import backbone
+from .outputs import (BaseModelOutput, MaskedLMOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
+                      SequenceClassifierOutput, StudyOutput, TokenClassifierOutput)
+from .weights import expected_shapes, flatten, init_parameters, match_state_dict, unflatten
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+
+
+# --------------------------------------------------------------------------- classes
+class DebertaV2PreTrainedModel:
+    """Common base: config, parameters, loading and saving, the engine's state.
+
+    ``tree`` holds the parameters, arrays of the model's dtype nested by checkpoint key path
+    (``tree["encoder"]["layer"][0]["attention"]["self"]["query_proj"]["weight"]``); ``params`` is
+    the same arrays under their flat checkpoint keys. To change a parameter, assign a new array
+    to its place in ``tree``: the next call uses it. The arrays the engine derives tables from
+    (relative embeddings and position projections) become read-only after the first engine call,
+    so that an in-place edit cannot leave a stale table behind; under the ``reference`` backend
+    nothing is derived and every array stays writable. Subclasses set ``head`` (a kind of
+    :data:`pydeberta.weights.HEADS`) and implement ``forward``.
+    """
+
+    head = "base"
+    base_model_prefix = "deberta"
+
+    def __init__(self, config, params=None, dtype=np.float32, seed=None):
+        """Build a model from a config; without ``params``, weights are initialised randomly as
+        transformers does (``seed`` makes that reproducible)."""
+        if not isinstance(config, DebertaV2Config):
+            raise TypeError(f"config must be a DebertaV2Config, got {type(config).__name__}")
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.check_config(config)
+        if params is None:
+            params = init_parameters(config, self.head, seed)
+        else:
+            params = match_state_dict(params, config, self.head, source="params")
+        self.tree = unflatten(pack(params, self.dtype))
+        self._engine = None
+
+    @classmethod
+    def check_config(cls, config):
+        """Raise ``ValueError`` when ``config`` cannot build this head (overridden by heads)."""
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, dtype=np.float32, config=None, **config_overrides):
+        """Load a checkpoint folder (``config.json`` + ``model.safetensors`` / sharded /
+        ``pytorch_model.bin``), or a hub id when ``huggingface_hub`` is installed.
+
+        Args:
+            dtype: ``np.float32`` (default) or ``np.float64``; everything is computed in it.
+            config: a :class:`DebertaV2Config` to use instead of the folder's ``config.json``.
+            **config_overrides: fields replacing those of ``config.json`` (e.g. ``num_labels=3``).
+        """
+        folder = resolve_model_folder(name_or_path)
+        if config is None:
+            config = DebertaV2Config.from_pretrained(folder, **config_overrides)
+        cls.check_config(config)
+        state_dict = read_state_dict(folder)
+        params = match_state_dict(state_dict, config, cls.head, source=str(folder))
+        return cls(config, params=params, dtype=dtype)
+
+    def save_pretrained(self, folder):
+        """Write ``config.json`` and ``model.safetensors`` (transformers' keys) to ``folder``."""
+        os.makedirs(folder, exist_ok=True)
+        self.config.save_pretrained(folder)
+        write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), self.params, metadata={"format": "pt"})
+
+    @property
+    def params(self):
+        """Checkpoint key -> array (transformers' keys for this model class), from ``tree``."""
+        return flatten(self.tree)
+
+    def state_dict(self):
+        """The same as :attr:`params`, under transformers' method name."""
+        return self.params
+
+    def num_parameters(self, exclude_embeddings=False):
+        """Number of parameters (tied weights counted once); optionally without the embedding
+        tables (word, position, token type), as transformers' ``num_parameters``."""
+        shapes = expected_shapes(self.config, self.head)
+        return int(sum(np.prod(shape) for key, shape in shapes.items()
+                       if not (exclude_embeddings and "embeddings" in key and key.endswith("embeddings.weight"))))
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ backbone
+    def _backbone_params(self):
+        return self.tree if self.head == "base" else self.tree[self.base_model_prefix]
+
+    def engine(self):
+        """The :class:`~pydeberta.engine.model.Engine` of this model (made on first use)."""
+        if self._engine is None or self._engine.tree is not self._backbone_params():
+            self._engine = engine_model.Engine(self.config, self._backbone_params())
+        return self._engine
+
+    @staticmethod
+    def runs_book(output_study):
+        """Whether a call runs the book: under the ``reference`` backend, or to return its
+        intermediates (``output_study=True``)."""
+        return output_study or backend.active_backend() == "reference"
+
+    def run_backbone(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                     inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False):
+        """Validate the inputs and run embeddings + encoder, on the book or the engine
+        (:meth:`runs_book`); returns a :class:`BaseModelOutput`."""
+        inputs = prepare_inputs(self.config, self.dtype, input_ids, attention_mask, token_type_ids,
+                                position_ids, inputs_embeds)
+        study = None
+        if self.runs_book(output_study):
+            hidden_states, attentions, intermediates = backbone(self._backbone_params(), self.config, inputs)
+            study = StudyOutput(**intermediates) if output_study else None
+        else:
+            hidden_states, attentions = self.engine().backbone(inputs, backend.active_kernels(), output_attentions)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states[-1],
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            study=study,
+        )
+
+
+class DebertaV2Model(DebertaV2PreTrainedModel):
+    """The bare backbone: ``last_hidden_state [B, N, C]`` (transformers' ``DebertaV2Model``)."""
+
+    head = "base"
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False):
+        """Run the model.
+
+        Args:
+            input_ids: int ``[B, N]`` (or ``inputs_embeds`` float ``[B, N, E]``), arrays or nested lists.
+            attention_mask: 0/1 ``[B, N]``; token_type_ids, position_ids: int ``[B, N]``.
+            output_attentions: also return each layer's attention probabilities.
+            output_hidden_states: also return the embedding output and every layer's output.
+            output_study: also return :class:`~pydeberta.outputs.StudyOutput` (the c2c/c2p/p2c
+                score terms per layer, relative positions, conv output) in ``out.study``.
+        Returns:
+            :class:`~pydeberta.outputs.BaseModelOutput`.
+        """
+        return self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                 output_attentions, output_hidden_states, output_study)
+
+
+# --------------------------------------------------------------------------- losses, as transformers picks them
+def check_class_labels(labels, shape, num_classes, name="labels", ignore_index=-100):
+    """Integer labels of ``shape`` in ``[0, num_classes)`` or equal to ``ignore_index``."""
+    labels = check_labels(labels, shape, name)
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        raise ValueError(f"{name} must lie in [0, {num_classes}) or be {ignore_index} (ignored), "
+                         f"got {np.unique(labels[bad])[:5].tolist()}")
+    return labels
+
+
+def sequence_classification_loss(logits, labels, config):
+    """The loss of ``DebertaV2ForSequenceClassification``, chosen as transformers chooses it.
+
+    ``problem_type`` None (what DeBERTa checkpoints carry; the model never sets it):
+      * ``num_labels == 1``: regression, MSE of the flattened logits (float labels);
+      * labels ``[B]``: cross-entropy over the rows whose label is >= 0 (negative labels are
+        ignored; 0 when none is left), in float32 as transformers casts it;
+      * labels ``[B, num_labels]``: soft labels, ``-(log_softmax(logits) * labels).sum(-1).mean()``.
+    ``"regression"``: MSE; ``"single_label_classification"``: cross-entropy (ignore index
+    -100); ``"multi_label_classification"``: BCE with logits against ``[B, num_labels]`` targets.
+
+    One deliberate difference: labels ``[B, 1]`` are read as ``[B]``. transformers gathers
+    them with the row/column pairs of ``nonzero()``, which mixes up rows (and crashes unless
+    ``num_labels == 2``).
+    """
+    B, L = logits.shape
+    problem = config.problem_type
+    if problem == "regression" or (problem is None and L == 1):
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.floating):
+            raise TypeError(f"regression labels must be floating point, got dtype {labels.dtype}")
+        if L == 1:
+            if labels.size != B:
+                raise ValueError(f"regression labels must have {B} values, got shape {labels.shape}")
+            labels = labels.reshape(-1)
+            scores = logits.reshape(-1)  # [B]
+            if problem is None:  # transformers casts the logits to the labels' dtype here
+                scores = scores.astype(labels.dtype)
+            return mse_loss(scores, labels)
+        if labels.shape != (B, L):
+            raise ValueError(f"regression labels must have shape {(B, L)}, got {labels.shape}")
+        return mse_loss(logits, labels.astype(logits.dtype))
+    if problem == "multi_label_classification":
+        labels = np.asarray(labels)
+        if labels.shape != (B, L):
+            raise ValueError(f"multi-label labels must have shape {(B, L)}, got {labels.shape}")
+        return bce_with_logits(logits, labels.astype(logits.dtype))
+    labels = np.asarray(labels)
+    if labels.shape == (B, 1):
+        labels = labels.reshape(B)
+    if problem == "single_label_classification":
+        return cross_entropy(logits, check_class_labels(labels, (B,), L))
+    if labels.shape == (B, L) and L > 1:  # soft labels
+        return soft_cross_entropy(logits, labels.astype(logits.dtype))
+    labels = check_labels(labels, (B,), "labels (class indices [B] or soft labels [B, num_labels])")
+    keep = labels >= 0  # negative labels are ignored
+    if np.any(labels[keep] >= L):
+        raise ValueError(f"labels must lie in [0, {L}) (negative ones are ignored), got {labels[keep].max()}")
+    if not keep.any():
+        return np.zeros((), logits.dtype)
+    return cross_entropy(logits[keep].astype(np.float32), labels[keep])
+
+
+class DebertaV2ForMaskedLM(DebertaV2PreTrainedModel):
+    """Masked LM: ``logits [B, N, V]``. ``config.legacy`` picks the head layout: True for
+    transformers' ``cls.predictions.*``, False for Microsoft's ``lm_predictions.lm_head.*``
+    (the one the released checkpoints carry)."""
+
+    head = "masked_lm"
+
+    @classmethod
+    def check_config(cls, config):
+        if not config.legacy and config.embedding_size != config.hidden_size:
+            raise ValueError(
+                f"the legacy=False masked-LM head needs embedding_size ({config.embedding_size}) == hidden_size "
+                f"({config.hidden_size}): it multiplies a hidden_size vector by the word embeddings")
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                output_study=False):
+        """Run the model (arguments as :meth:`DebertaV2Model.forward`); ``labels [B, N]`` in
+        ``[0, V)`` or -100 (ignored) give ``loss``, the mean cross-entropy."""
+        out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                output_attentions, output_hidden_states, output_study)
+        head = self.tree["cls"] if self.config.legacy else self.tree["lm_predictions"]
+        word_embeddings = self.tree["deberta"]["embeddings"]["word_embeddings"]["weight"]
+        if self.runs_book(output_study):
+            logits = masked_lm_head(out.last_hidden_state, head, word_embeddings, self.config)  # [B, N, V]
+        else:
+            logits = engine_model.masked_lm_head(out.last_hidden_state, head, word_embeddings, self.config,
+                                                 backend.active_kernels())  # [B, N, V]
+        loss = None
+        if labels is not None:
+            labels = check_class_labels(labels, logits.shape[:2], self.config.vocab_size)
+            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+
+
+class DebertaV2ForSequenceClassification(DebertaV2PreTrainedModel):
+    """Sentence (pair) classification or regression: ``logits [B, num_labels]``."""
+
+    head = "sequence_classification"
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                output_study=False):
+        """Run the model; ``labels`` give ``loss`` (see :func:`sequence_classification_loss`)."""
+        out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                output_attentions, output_hidden_states, output_study)
+        pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config)  # [B, C]
+        logits = linear(pooled, **self.tree["classifier"])  # [B, num_labels]
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
+        if loss is not None and self.config.problem_type is None and self.config.num_labels == 1:
+            logits = logits.reshape(-1).astype(np.asarray(labels).dtype)  # transformers returns these, [B]
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+
+
+class DebertaV2ForTokenClassification(DebertaV2PreTrainedModel):
+    """Per-token classification (e.g. NER): ``logits [B, N, num_labels]``."""
+
+    head = "token_classification"
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                output_study=False):
+        """Run the model; ``labels [B, N]`` (-100 ignored) give the mean cross-entropy ``loss``."""
+        out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                output_attentions, output_hidden_states, output_study)
+        logits = linear(out.last_hidden_state, **self.tree["classifier"])  # [B, N, num_labels]
+        loss = None
+        if labels is not None:
+            labels = check_class_labels(labels, logits.shape[:2], self.config.num_labels)
+            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+
+
+class DebertaV2ForQuestionAnswering(DebertaV2PreTrainedModel):
+    """Extractive QA: ``start_logits``/``end_logits [B, N]``."""
+
+    head = "question_answering"
+
+    @classmethod
+    def check_config(cls, config):
+        if config.num_labels != 2:
+            raise ValueError(f"question answering needs num_labels == 2 (start and end), got {config.num_labels}")
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=False,
+                output_hidden_states=False, output_study=False):
+        """Run the model; ``start_positions``/``end_positions [B]`` give ``loss``: the mean of the
+        two cross-entropies, positions clamped to ``[0, N]`` and ``N`` ignored, as transformers."""
+        out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                output_attentions, output_hidden_states, output_study)
+        logits = linear(out.last_hidden_state, **self.tree["qa_outputs"])  # [B, N, 2]
+        start_logits, end_logits = logits[..., 0], logits[..., 1]  # [B, N] each
+        loss = None
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError("pass both start_positions and end_positions, or neither")
+        if start_positions is not None:
+            B, N = start_logits.shape
+            losses = []
+            for name, positions, scores in (("start_positions", start_positions, start_logits),
+                                            ("end_positions", end_positions, end_logits)):
+                positions = as_integer_array(positions, name)
+                positions = check_labels(positions.reshape(-1) if positions.ndim == 2 else positions, (B,), name)
+                losses.append(cross_entropy(scores, np.clip(positions, 0, N), ignore_index=N))
+            loss = (losses[0] + losses[1]) / 2
+        return QuestionAnsweringModelOutput(loss, np.ascontiguousarray(start_logits),
+                                            np.ascontiguousarray(end_logits), out.hidden_states, out.attentions,
+                                            out.study)
+
+
+class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
+    """Multiple choice: inputs ``[B, num_choices, N]``, ``logits [B, num_choices]``."""
+
+    head = "multiple_choice"
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                output_study=False):
+        """Run the model on every (example, choice) sequence; ``labels [B]`` (choice index) give
+        the cross-entropy ``loss``."""
+        main = input_ids if input_ids is not None else inputs_embeds
+        if main is None:
+            raise ValueError("pass exactly one of input_ids and inputs_embeds, got neither")
+        main_shape = np.shape(main)
+        rank = 3 if input_ids is not None else 4
+        if len(main_shape) != rank:
+            raise ValueError(f"multiple-choice {'input_ids' if input_ids is not None else 'inputs_embeds'} must have "
+                             f"rank {rank} [batch, num_choices, sequence{', embedding' if rank == 4 else ''}], "
+                             f"got shape {main_shape}")
+        B, num_choices, N = main_shape[:3]
+
+        def flat(value, name, trailing=0):
+            if value is None:
+                return None
+            array = np.asarray(value)
+            if array.ndim != 3 + trailing or array.shape[:3] != (B, num_choices, N):
+                raise ValueError(f"{name} must have shape {(B, num_choices, N)}{' + (E,)' if trailing else ''}, "
+                                 f"got {array.shape}")
+            return array.reshape(B * num_choices, *array.shape[2:])  # [B*num_choices, N(, E)]
+
+        out = self.run_backbone(flat(input_ids, "input_ids"), flat(attention_mask, "attention_mask"),
+                                flat(token_type_ids, "token_type_ids"), flat(position_ids, "position_ids"),
+                                flat(inputs_embeds, "inputs_embeds", 1), output_attentions, output_hidden_states,
+                                output_study)
+        pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config)  # [B*num_choices, C]
+        logits = linear(pooled, **self.tree["classifier"]).reshape(B, num_choices)  # [B, num_choices]
+        loss = None
+        if labels is not None:
+            loss = cross_entropy(logits, check_class_labels(labels, (B,), num_choices))
+        return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions, out.study)

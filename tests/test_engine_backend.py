@@ -1,0 +1,171 @@
+"""pydeberta.engine.backend: choosing what runs, the block cache, and what CI requires.
+
+With ``PYDEBERTA_REQUIRE_EXTENSION=1`` (set by ``.ci/run``) the compiled kernels must be built and
+the ``cython`` backend active: a failed build then fails here rather than being skipped.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+
+import pydeberta
+from pydeberta.engine import backend as dispatch
+
+COMPILED = "cython" in dispatch.available_backends()
+needs_compiled = pytest.mark.skipif(not COMPILED, reason=f"compiled kernels not built: {dispatch.backend_info()['reason']}")
+
+
+def test_the_extension_is_built_when_required():
+    if os.environ.get("PYDEBERTA_REQUIRE_EXTENSION") != "1":
+        assert dispatch.backend_info()["compiled"] == COMPILED  # whatever was built is reported truthfully
+        return
+    info = dispatch.backend_info()
+    assert info["compiled"], f"PYDEBERTA_REQUIRE_EXTENSION=1 but the compiled kernels did not import: {info['reason']}"
+    assert info["backend"] == "cython" and info["openmp"], info
+    assert all(".engine._cy_" in name or name.endswith("kernels.linear") for name in info["kernels"].values()), info
+
+
+def test_use_backend_switches_and_restores():
+    outer = dispatch.active_backend()
+    with dispatch.use_backend("numpy"):
+        assert dispatch.active_backend() == "numpy"
+        with dispatch.use_backend("reference"):
+            assert dispatch.active_backend() == "reference"
+        with dispatch.use_backend("auto"):
+            assert dispatch.active_backend() == dispatch.available_backends()[0]
+        assert dispatch.active_backend() == "numpy"
+    assert dispatch.active_backend() == outer
+    with pytest.raises(ValueError, match="backend must be one of auto, reference, numpy, cython, got 'fast'"):
+        with dispatch.use_backend("fast"):
+            pass
+
+
+def test_forcing_cython_without_the_extension_is_an_error(monkeypatch):
+    monkeypatch.setattr(dispatch, "_COMPILED", None)
+    monkeypatch.setattr(dispatch, "_UNAVAILABLE", "not built")
+    with pytest.raises(RuntimeError, match="backend='cython' but the compiled extension is not available"):
+        with dispatch.use_backend("cython"):
+            pass
+    with dispatch.use_backend("auto"):
+        assert dispatch.active_backend() == "numpy"
+
+
+def test_each_backend_runs_its_own_kernels(backend):
+    kernels = dispatch.backend_info()["kernels"]
+    if backend == "cython":
+        assert kernels["gelu"].startswith("pydeberta.engine._cy_functional")
+        assert kernels["disentangled_attention_probs"].startswith("pydeberta.engine._cy_attention")
+    else:  # the NumPy kernels; exact GELU is the book's own
+        assert kernels == {name: f"pydeberta.engine.kernels.{name}" for name in kernels} | {"gelu": "pydeberta.functional.gelu"}
+
+
+def test_backend_info_says_what_runs():
+    info = dispatch.backend_info()
+    assert info["backend"] in ("reference", "numpy", "cython") and info["compiled"] == COMPILED
+    assert isinstance(info["threads"], int) and info["threads"] >= 1
+    assert set(info["kernels"]) == {"linear", "gelu", "layer_norm", "disentangled_attention_probs"}
+    if not COMPILED:
+        assert info["reason"] and not info["openmp"] and info["block_cache_bytes"] == 0
+
+
+# ------------------------------------------------------------------------------------- block cache
+def handler_name(array):
+    core = np._core if hasattr(np, "_core") else np.core  # NumPy 2 / 1
+    return core.multiarray.get_handler_name(array)
+
+
+@needs_compiled
+def test_block_cache_reuses_freed_blocks_in_its_context_only():
+    allocator = dispatch._COMPILED["_cy_allocator"]
+    allocator.clear()
+    big = allocator.MIN_BYTES // 8 + 1  # float64 elements just above the caching threshold
+    with allocator.use_block_cache():
+        a = np.arange(big, dtype=np.float64)
+        assert handler_name(a) == "pydeberta_block_cache"
+        address = a.ctypes.data
+        assert address % 64 == 0
+        del a
+        assert allocator.cached_bytes() == big * 8
+        b = np.ones(big)  # the same size: the same block, with its new values
+        assert b.ctypes.data == address and allocator.cached_bytes() == 0
+        np.testing.assert_array_equal(b, 1.0)
+        small = np.zeros(10)  # below the threshold: malloc, never cached
+        z = np.zeros((big,))  # calloc path: zeroed even when the block is reused
+        np.testing.assert_array_equal(z, 0.0)
+        r = np.arange(big, dtype=np.float64)
+        r.resize(2 * big, refcheck=False)  # realloc: the data moves with it
+        np.testing.assert_array_equal(r[:big], np.arange(big))
+        assert handler_name(np.ones(3)) == "pydeberta_block_cache"
+    assert handler_name(np.ones(3)) != "pydeberta_block_cache"
+    seen = []
+    with allocator.use_block_cache():
+        thread = threading.Thread(target=lambda: seen.append(handler_name(np.ones(3))))
+        thread.start()
+        thread.join()
+    assert seen and seen[0] != "pydeberta_block_cache"  # another thread keeps its own handler
+    del b, small, z, r  # arrays outlive the context and still return their blocks to the cache
+    assert allocator.cached_bytes() > 0 and dispatch.backend_info()["block_cache_bytes"] == allocator.cached_bytes()
+    released = pydeberta.release_memory()
+    assert released > 0 and allocator.cached_bytes() == 0 and dispatch.backend_info()["block_cache_bytes"] == 0
+
+
+@needs_compiled
+def test_model_forward_allocates_from_the_block_cache_with_the_cython_backend_only():
+    model = pydeberta.DebertaV2Model(pydeberta.DebertaV2Config(
+        vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+        relative_attention=True, position_buckets=16, max_relative_positions=64, pos_att_type="p2c|c2p"), seed=0)
+    ids = np.arange(2 * 200).reshape(2, 200) % 50
+    with dispatch.use_backend("cython"):
+        out = model(ids).last_hidden_state
+        assert handler_name(out) == "pydeberta_block_cache" and dispatch.backend_info()["block_cache"]
+        again = model(ids).last_hidden_state  # reused blocks give the same numbers
+    with dispatch.use_backend("numpy"):
+        ref = model(ids).last_hidden_state
+        assert handler_name(ref) != "pydeberta_block_cache" and not dispatch.backend_info()["block_cache"]
+    np.testing.assert_array_equal(out, again)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- environment
+HIDE_EXTENSION = """
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("pydeberta.engine._cy_"):
+            raise ImportError("hidden by the test")
+sys.meta_path.insert(0, Hide())
+"""
+
+
+def run_python(code, backend_name):
+    env = {k: v for k, v in os.environ.items() if k != "PYDEBERTA_BACKEND"}
+    if backend_name is not None:
+        env["PYDEBERTA_BACKEND"] = backend_name
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tempfile.gettempdir())  # cwd: import the installed package, not the source tree
+
+
+@pytest.mark.parametrize("name,expected", [(None, "numpy"), ("auto", "numpy"), ("numpy", "numpy"),
+                                           ("reference", "reference")])
+def test_without_the_extension_auto_falls_back_silently(name, expected):
+    done = run_python(HIDE_EXTENSION + "import pydeberta; print(pydeberta.backend_info()['backend'])", name)
+    assert done.returncode == 0 and done.stdout.strip() == expected and not done.stderr, done.stderr
+
+
+def test_environment_variable_errors():
+    done = run_python(HIDE_EXTENSION + "import pydeberta", "cython")
+    assert done.returncode != 0 and "PYDEBERTA_BACKEND='cython' but the compiled extension is not available" in done.stderr
+    done = run_python("import pydeberta", "fastest")
+    assert (done.returncode != 0
+            and "PYDEBERTA_BACKEND must be one of auto, reference, numpy, cython, got 'fastest'" in done.stderr)
+
+
+def test_environment_variable_selects_the_backend():
+    for name in dispatch.available_backends():
+        done = run_python("import pydeberta; print(pydeberta.backend_info()['backend'])", name)
+        assert done.stdout.strip() == name, done.stderr
