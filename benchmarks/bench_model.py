@@ -4,8 +4,11 @@ One run measures, on the same random deberta-v3-base-shaped weights (hidden 768,
 12 heads, FFN 3072, 256 buckets, max_position 512, p2c|c2p, share_att_key, LayerNorm-ed
 relative table, no absolute positions; vocab cut to 1000) and the same thread count:
 
-* pydeberta with every backend that is available here (``cython`` when the extension is built,
-  ``numpy`` always),
+* pydeberta with every engine backend that is available here (``cython`` when the extension is
+  built, ``numpy`` always; ``reference``, the book, on request with ``--engines pydeberta-reference``),
+* ``baseline-cython`` with ``--baseline DIR``: another pydeberta (e.g. an earlier commit,
+  ``pip install --no-deps --target DIR .`` from its checkout) imported from ``DIR``, default backend,
+  so a change is measured against what it changes in the same run,
 * ``pydeberta-cython-t16``: the cython backend with ``OPENBLAS_THREAD_TIMEOUT=16`` in its environment,
 * transformers eager (``torch.inference_mode``, ``torch.set_num_threads(threads)``),
 * ``blas-floor``: not a model, only the six weight products of each layer through NumPy's BLAS,
@@ -42,7 +45,6 @@ Usage::
 """
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -50,8 +52,10 @@ import sys
 import tempfile
 import time
 
-ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "transformers", "onnxruntime",
-           "blas-floor")
+ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "pydeberta-reference", "baseline-cython",
+           "transformers", "onnxruntime", "blas-floor")
+DEFAULT_ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "transformers", "onnxruntime",
+                   "blas-floor")
 # Environment of an engine's worker processes, on top of this script's: ``pydeberta-cython-t16`` is
 # the cython backend with NumPy's OpenBLAS told to let its idle worker sleep after ~2^16 cycles
 # instead of spinning ~0.1 s (read when NumPy loads; the README's "Fast paths" explains why).
@@ -68,7 +72,10 @@ SEED = 0
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="1x128,8x128,1x512", help="comma-separated BxN (default: %(default)s)")
-    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ", ".join(ENGINES))
+    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                        help="comma-separated subset of " + ", ".join(ENGINES) + " (default: %(default)s)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="a folder holding another pydeberta install, run as the engine baseline-cython")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per engine and shape (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
@@ -89,6 +96,10 @@ def parse_args(argv=None):
     unknown = set(args.engines) - set(ENGINES)
     if unknown:
         parser.error(f"--engines: unknown {sorted(unknown)}; expected names from {list(ENGINES)}")
+    if args.baseline and "baseline-cython" not in args.engines:
+        args.engines.append("baseline-cython")
+    if "baseline-cython" in args.engines and not args.baseline:
+        parser.error("--engines baseline-cython needs --baseline DIR")
     return args
 
 
@@ -139,39 +150,33 @@ def onnx_path(cache_dir, folder):
 
 
 # ------------------------------------------------------------------------------------------ engines
-def available_pydeberta_backends():
-    """The pydeberta backends that can run here (``numpy`` always)."""
+def pydeberta_backends():
+    """``(available backends, use_backend)`` of the pydeberta this process imports; older
+    versions kept them in ``pydeberta._backend`` (and had no ``reference``)."""
     try:
-        from pydeberta import _backend
-    except ImportError:  # before the dispatcher existed
-        return ["numpy"]
-    return list(_backend.available_backends())
-
-
-def backend_context(backend):
-    """``pydeberta._backend.use_backend(backend)``; a no-op before the dispatcher existed."""
-    try:
-        from pydeberta._backend import use_backend
+        from pydeberta.engine import backend
     except ImportError:
-        return contextlib.nullcontext()
-    return use_backend(backend)
+        from pydeberta import _backend as backend
+    return backend.available_backends(), backend.use_backend
 
 
 def load_engine(name, folder, cache_dir, threads):
     """``(forward(ids, mask) -> last_hidden_state ndarray, note)``, or ``(None, reason)``."""
-    if name.startswith("pydeberta-"):
+    if name.startswith("pydeberta-") or name == "baseline-cython":
         backend = name.split("-")[1]
-        if backend not in available_pydeberta_backends():
+        available, use_backend = pydeberta_backends()
+        if backend not in available:
             return None, f"backend {backend!r} not available here"
         import pydeberta
 
         model = pydeberta.DebertaV2Model.from_pretrained(folder)
 
         def forward(ids, mask):
-            with backend_context(backend):
+            with use_backend(backend):
                 return model(input_ids=ids, attention_mask=mask).last_hidden_state
         timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-        return forward, f"OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""
+        where = f"from {os.path.dirname(os.path.dirname(pydeberta.__file__))}" if name == "baseline-cython" else ""
+        return forward, " ".join(filter(None, [where, f"OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""]))
     if name == "transformers":
         import torch
         import transformers
@@ -199,10 +204,10 @@ def load_engine(name, folder, cache_dir, threads):
         return forward, f"onnxruntime {ort.__version__}"
     if name == "blas-floor":
         # Not a model: only the six weight products of every layer (query, key, value, attention
-        # output, FFN in, FFN out, with their biases) through pydeberta's linear, i.e. NumPy's BLAS.
+        # output, FFN in, FFN out, with their biases) through the engine's linear, i.e. NumPy's BLAS.
         # No implementation whose matrix products are NumPy's can be faster than this.
         import pydeberta
-        from pydeberta.functional import linear
+        from pydeberta.engine.kernels import linear
 
         layers = pydeberta.DebertaV2Model.from_pretrained(folder).tree["encoder"]["layer"]
         hidden, ffn = BASE_CONFIG["hidden_size"], BASE_CONFIG["intermediate_size"]
@@ -279,7 +284,10 @@ class Worker:
 
 
 def engine_env(engine):
-    return {**os.environ, **ENGINE_ENV.get(engine, {})}
+    env = {**os.environ, **ENGINE_ENV.get(engine, {})}
+    if engine == "baseline-cython":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [ARGS.baseline, env.get("PYTHONPATH")]))
+    return env
 
 
 def common_flags(args):
@@ -329,13 +337,9 @@ def environment():
                         for p in threadpool_info() if p["user_api"] == "blas"]
     except ImportError:
         info["blas"] = ["(threadpoolctl not installed)"]
-    try:
-        import pydeberta  # noqa: F401  (registers the twins)
-        from pydeberta._backend import backend_info
+    import pydeberta
 
-        info["pydeberta_backend"] = backend_info()
-    except ImportError:
-        info["pydeberta_backend"] = "numpy only (no dispatcher)"
+    info["pydeberta_backend"] = pydeberta.backend_info()
     return info
 
 
