@@ -1,7 +1,7 @@
 """`DebertaV2Config`: the hyper-parameters of a DeBERTa-v2/v3 model, with transformers' names.
 
 A config is read from and written to ``config.json`` exactly as transformers does, so a folder
-saved by either library loads in the other. Three kinds of fields exist (spec §1.1):
+saved by either library loads in the other. Three kinds of fields exist:
 
 * the constructor fields of ``transformers.DebertaV2Config`` (always present, with its defaults);
 * fields transformers reads with ``getattr(config, name, default)`` (``embedding_size``,
@@ -144,7 +144,7 @@ class DebertaV2Config:
 
     @property
     def max_relative_span(self):
-        """``max_relative_positions``, or ``max_position_embeddings`` when it is < 1 (spec §4.1)."""
+        """``max_relative_positions``, or ``max_position_embeddings`` when it is < 1."""
         if self.max_relative_positions >= 1:
             return self.max_relative_positions
         return self.max_position_embeddings

@@ -1,7 +1,7 @@
 """The key table: which checkpoint tensors a model needs, with their shapes, and how a state
 dict read from disk (:mod:`pydeberta.checkpoint`) becomes a model's parameters.
 
-Parameter names ARE the checkpoint keys of transformers (spec §8.6), e.g.
+Parameter names ARE the checkpoint keys of transformers, e.g.
 ``deberta.encoder.layer.3.attention.self.query_proj.weight`` in a task model, the same without
 ``deberta.`` in ``DebertaV2Model``. :func:`expected_shapes` is the one table of them.
 

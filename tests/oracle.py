@@ -37,6 +37,7 @@ def configs(draw, **fixed):
         relative_attention=draw(st.booleans()), pooler_hidden_act=draw(st.sampled_from(ACTIVATIONS)),
         layer_norm_eps=draw(st.sampled_from([1e-7, 1e-5])),
     )
+    cfg.update({key: value for key, value in fixed.items() if key in cfg})  # before the parts that depend on them
     if draw(st.booleans()):
         cfg["embedding_size"] = draw(st.sampled_from([3, 8, hidden]))
     if cfg["relative_attention"]:

@@ -153,28 +153,6 @@ def test_batch_of_one_equals_batched(backend, data):
         np.testing.assert_allclose(single.attentions[-1][0], batched.attentions[-1][b], atol=1e-12)
 
 
-def test_study_terms_reassemble_the_attention():
-    """The study output's c2c + c2p + p2c, masked and soft-maxed, are the returned attentions,
-    and its conv output is what layer 0's output was mixed with."""
-    from pydeberta.functional import masked_softmax
-
-    model = _model()
-    ids = np.array([[1, 4, 9, 16, 25, 36, 2], [1, 5, 2, 0, 0, 0, 0]])
-    mask = (ids > 0).astype(int)
-    mask[:, 0] = 1
-    out = model(input_ids=ids, attention_mask=mask, output_attentions=True, output_study=True)
-    visible = (mask[:, None, :, None] * mask[:, None, None, :]) > 0
-    for layer in range(2):
-        scores = out.study.c2c[layer] + out.study.c2p[layer] + out.study.p2c[layer]
-        np.testing.assert_allclose(masked_softmax(scores, visible), out.attentions[layer], atol=1e-12)
-    assert out.study.conv_output.shape == (2, 7, 16)
-    rel = np.arange(7)[:, None] - np.arange(7)[None, :]
-    expected = np.where(np.abs(rel) <= 4, rel, np.sign(rel) * 5)  # bucket(5) = bucket(6) = 5 for (8, 32), by hand
-    np.testing.assert_array_equal(out.study.relative_positions, expected)
-    np.testing.assert_array_equal(out.study.rel_index, expected + 8)
-    assert model(input_ids=ids).study is None
-
-
 def test_relative_tables_are_computed_once_and_follow_replaced_weights():
     model = _model(dtype=np.float32)
     ids = np.array([[1, 2, 3]])
