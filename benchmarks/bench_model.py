@@ -10,6 +10,7 @@ relative table, no absolute positions; vocab cut to 1000) and the same thread co
   ``pip install --no-deps --target DIR .`` from its checkout) imported from ``DIR``, default backend,
   so a change is measured against what it changes in the same run,
 * ``pydeberta-cython-t16``: the cython backend with ``OPENBLAS_THREAD_TIMEOUT=16`` in its environment,
+* ``pydeberta-cython-nocache`` (on request): the cython backend with ``PYDEBERTA_BLOCK_CACHE=0``,
 * transformers eager (``torch.inference_mode``, ``torch.set_num_threads(threads)``),
 * ``blas-floor``: not a model, only the six weight products of each layer through NumPy's BLAS,
   the time no implementation whose matrix products are NumPy's can beat (its output is not
@@ -52,14 +53,16 @@ import sys
 import tempfile
 import time
 
-ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "pydeberta-reference", "baseline-cython",
+ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-cython-nocache", "pydeberta-numpy",
+           "pydeberta-reference", "baseline-cython",
            "transformers", "onnxruntime", "blas-floor")
 DEFAULT_ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "transformers", "onnxruntime",
                    "blas-floor")
 # Environment of an engine's worker processes, on top of this script's: ``pydeberta-cython-t16`` is
 # the cython backend with NumPy's OpenBLAS told to let its idle worker sleep after ~2^16 cycles
 # instead of spinning ~0.1 s (read when NumPy loads; the README's "Fast paths" explains why).
-ENGINE_ENV = {"pydeberta-cython-t16": {"OPENBLAS_THREAD_TIMEOUT": "16"}}
+ENGINE_ENV = {"pydeberta-cython-t16": {"OPENBLAS_THREAD_TIMEOUT": "16"},
+              "pydeberta-cython-nocache": {"PYDEBERTA_BLOCK_CACHE": "0"}}
 BASE_CONFIG = dict(
     vocab_size=1000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
     hidden_act="gelu", max_position_embeddings=512, type_vocab_size=0, layer_norm_eps=1e-7,

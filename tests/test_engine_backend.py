@@ -169,3 +169,21 @@ def test_environment_variable_selects_the_backend():
     for name in dispatch.available_backends():
         done = run_python("import pydeberta; print(pydeberta.backend_info()['backend'])", name)
         assert done.stdout.strip() == name, done.stderr
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("0", False)])
+def test_block_cache_switch(value, on):
+    code = ("import numpy as np, pydeberta\n"
+            "core = np._core if hasattr(np, '_core') else np.core\n"
+            "m = pydeberta.DebertaV2Model(pydeberta.DebertaV2Config(vocab_size=9, hidden_size=64, num_hidden_layers=1,"
+            " num_attention_heads=2, intermediate_size=8, position_biased_input=False), seed=0)\n"
+            "out = m(np.ones((1, 1024), int)).last_hidden_state  # 256 KiB: a block the cache takes\n"
+            "print(pydeberta.backend_info()['block_cache'], core.multiarray.get_handler_name(out))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                          env={**os.environ, "PYDEBERTA_BLOCK_CACHE": value, "PYDEBERTA_BACKEND": "auto"})
+    assert done.returncode == 0, done.stderr
+    expected = on and COMPILED
+    assert done.stdout.split() == [str(expected), "pydeberta_block_cache" if expected else "default_allocator"]
+    bad = subprocess.run([sys.executable, "-c", "import pydeberta"], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir(), env={**os.environ, "PYDEBERTA_BLOCK_CACHE": "maybe"})
+    assert bad.returncode != 0 and "PYDEBERTA_BLOCK_CACHE must be 0 or 1, got 'maybe'" in bad.stderr

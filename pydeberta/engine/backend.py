@@ -15,7 +15,8 @@ The engine swaps whole kernels, listed in :data:`KERNELS`: ``linear``, ``gelu``,
 returns.
 
 Choosing: ``PYDEBERTA_BACKEND`` (read once, at import; default ``auto``), or :func:`use_backend`
-for a ``with`` block; :func:`backend_info` says what runs.
+for a ``with`` block; :func:`backend_info` says what runs. ``PYDEBERTA_BLOCK_CACHE=0`` turns the
+``cython`` backend's block cache off (:func:`block_cache`).
 """
 
 import contextlib
@@ -78,6 +79,10 @@ def _resolve(name, source):
 
 
 _REQUESTED = os.environ.get("PYDEBERTA_BACKEND", "auto").strip().lower() or "auto"
+_BLOCK_CACHE = os.environ.get("PYDEBERTA_BLOCK_CACHE", "1").strip()
+if _BLOCK_CACHE not in ("0", "1"):
+    raise ValueError(f"PYDEBERTA_BLOCK_CACHE must be 0 or 1, got {_BLOCK_CACHE!r}")
+_BLOCK_CACHE = _BLOCK_CACHE == "1"
 _active = contextvars.ContextVar("pydeberta_backend", default=_resolve(_REQUESTED, "PYDEBERTA_BACKEND"))
 
 
@@ -130,9 +135,9 @@ def use_backend(name, num_threads=None):
 def block_cache():
     """A context in which NumPy allocates large arrays from the extension's block cache
     (``_ext/block_cache.h``): blocks one forward frees are reused by the next instead of being
-    faulted in again from the kernel. Only with the ``cython`` backend; a no-op otherwise.
-    Values never change."""
-    if _active.get() != "cython":
+    faulted in again from the kernel. Only with the ``cython`` backend and unless
+    ``PYDEBERTA_BLOCK_CACHE=0``; a no-op otherwise. Values never change."""
+    if _active.get() != "cython" or not _BLOCK_CACHE:
         return contextlib.nullcontext()
     return _COMPILED["_cy_allocator"].use_block_cache()
 
@@ -165,7 +170,7 @@ def backend_info():
         "openmp": threads is not None and threads.openmp_enabled(),
         "threads": threads.max_threads() if threads is not None else 1,
         "vector_math": threads is not None and threads.vector_math(),
-        "block_cache": active_backend() == "cython",
+        "block_cache": active_backend() == "cython" and _BLOCK_CACHE,
         "block_cache_bytes": _COMPILED["_cy_allocator"].cached_bytes() if _COMPILED is not None else 0,
         "kernels": {name: f"{function.__module__}.{function.__name__}"
                     for name, function in active_kernels()._asdict().items()},
