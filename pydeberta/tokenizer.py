@@ -3,12 +3,13 @@
 Pipeline for one text, shared by both classes (transformers 4.x's slow ``DebertaV2Tokenizer``):
 
 1. Split on the text of added tokens (``[CLS] [SEP] [PAD] [UNK] [MASK]`` and any others,
-   longest match first). Each becomes its id; every chunk between them is encoded on its own,
-   so the chunk after a special token starts a new ``▁`` word: ``"hello[MASK]world"`` and
-   ``"hello [MASK] world"`` both give ``▁hello [MASK] ▁world``.
-2. Per chunk: ``do_lower_case`` lower-cases it character by character (as transformers does: no
-   final-sigma rule); ``split_by_punct`` cuts it into runs of non-punctuation and single
-   punctuation characters, each encoded on its own (so each gets its own ``▁``).
+   longest match first; ``pretokenize.py``). Each becomes its id; every chunk between them is
+   encoded on its own, so the chunk after a special token starts a new ``▁`` word:
+   ``"hello[MASK]world"`` and ``"hello [MASK] world"`` both give ``▁hello [MASK] ▁world``.
+2. Per chunk (``pretokenize.py``): ``do_lower_case`` lower-cases it character by character (as
+   transformers does: no final-sigma rule); ``split_by_punct`` cuts it into runs of
+   non-punctuation and single punctuation characters, each encoded on its own (so each gets its
+   own ``▁``).
 3. sentencepiece encodes each string with the model's own normaliser (nmt_nfkc: NFKC plus
    ZWSP/NBSP/full-width rules), strips and collapses whitespace, adds the dummy-prefix ``▁`` and
    runs the unigram Viterbi. A character outside the vocabulary becomes its UTF-8 byte pieces
@@ -42,10 +43,10 @@ of a chunk, ``[UNK]`` followed by whitespace), sentencepiece's alignment is kept
 import json
 import os
 import re
-import unicodedata
 
 import sentencepiece
 
+from . import pretokenize
 from .hub import BUNDLED_MODELS
 from .encoding import (
     COLUMNS,
@@ -71,43 +72,6 @@ _CONFIG_NOISE = ("tokenizer_class", "tokenizer_file", "init_inputs", "name_or_pa
 # offsets need the normaliser's alignment, normalize(..., with_offsets=True): sentencepiece >= 0.2.0
 _OFFSETS_MIN_VERSION = (0, 2, 0)
 _TOKEN_FLAGS = ("lstrip", "normalized", "rstrip", "single_word", "special")  # transformers' AddedToken fields
-
-
-def _is_punctuation(char):
-    """transformers' ``_is_punctuation``: ASCII non-alphanumerics and Unicode category P*."""
-    cp = ord(char)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def _split_on_punctuation(text):
-    """``[(start, run)]``: maximal runs of non-punctuation, and each punctuation char alone."""
-    runs, start = [], 0
-    for i, char in enumerate(text):
-        if _is_punctuation(char):
-            if start < i:
-                runs.append((start, text[start:i]))
-            runs.append((i, char))
-            start = i + 1
-    if start < len(text):
-        runs.append((start, text[start:]))
-    return runs
-
-
-def _lower_case(text):
-    """Lower-case character by character; returns ``(lowered, index_map)``.
-
-    ``index_map[k]`` is the position in ``text`` of the character that gave ``lowered[k]`` (plus
-    one final entry ``len(text)``); it is None when lengths agree, i.e. unless ``text`` holds
-    ``"İ"``, whose lower case is two characters.
-    """
-    chars = [char.lower() for char in text]
-    lowered = "".join(chars)
-    if len(lowered) == len(text):
-        return lowered, None
-    index_map = [i for i, low in enumerate(chars) for _ in low] + [len(text)]
-    return lowered, index_map
 
 
 def _token_content(value, name):
@@ -307,8 +271,7 @@ class _DebertaV2TokenizerBase:
                 self._added_tokens[token] = next_id
                 next_id += 1
         self._added_ids = {index: content for content, index in self._added_tokens.items()}
-        by_length = sorted(self._added_tokens, key=len, reverse=True)
-        self._split_pattern = re.compile("|".join(map(re.escape, by_length))) if by_length else None
+        self._split_pattern = pretokenize.added_token_pattern(self._added_tokens)
 
     def _is_piece(self, text):
         return self._sp.id_to_piece(self._sp.piece_to_id(text)) == text
@@ -394,39 +357,11 @@ class _DebertaV2TokenizerBase:
     # ------------------------------------------------------------------ text -> tokens
 
     def _segments(self, text):
-        """Cut ``text`` into what sentencepiece encodes and the added tokens found in it.
-
-        Returns ``[(start, string, token_id, index_map)]``: ``token_id`` is the added token's
-        id, or None for a string sentencepiece encodes; ``string[k]`` came from ``text[start + k]``,
-        or from ``text[start + index_map[k]]`` when lower-casing changed lengths.
-        """
-        segments = []
-        position = 0
-        if self._split_pattern is not None:
-            for match in self._split_pattern.finditer(text):
-                self._add_chunk(segments, text, position, match.start())
-                segments.append((match.start(), match.group(), self._added_tokens[match.group()], None))
-                position = match.end()
-        self._add_chunk(segments, text, position, len(text))
-        return segments
-
-    def _add_chunk(self, segments, text, start, stop):
-        """Append the segments of the chunk ``text[start:stop]`` (steps 2 of the module doc)."""
-        if start >= stop:
-            return
-        chunk = text[start:stop]
-        index_map = None
-        if self.do_lower_case:
-            chunk, index_map = _lower_case(chunk)
-        if not self.split_by_punct:
-            segments.append((start, chunk, None, index_map))
-            return
-        for local, run in _split_on_punctuation(chunk):
-            if index_map is None:
-                segments.append((start + local, run, None, None))
-            else:
-                run_map = [index_map[local + k] - index_map[local] for k in range(len(run) + 1)]
-                segments.append((start + index_map[local], run, None, run_map))
+        """``pretokenize.segments`` of ``text`` with this tokenizer's added tokens and flags:
+        ``[(start, string, token_id, index_map)]``, ``token_id`` None for a string that
+        sentencepiece encodes."""
+        return pretokenize.segments(text, self._split_pattern, self._added_tokens,
+                                    do_lower_case=self.do_lower_case, split_by_punct=self.split_by_punct)
 
     def tokenize(self, text, pair=None, add_special_tokens=False):
         """Token strings of ``text`` (and ``pair``): sentencepiece pieces, added tokens verbatim.
