@@ -37,12 +37,12 @@ special tokens; a piece spans the original characters of its normalised text, so
 run), and every piece of a character that normalisation expanded (``㍿`` -> ``株 式 会 社``) or
 byte fallback split (``龘`` -> three byte pieces) points at that character. Where transformers'
 own alignment is erratic (characters the normaliser deletes, zero-width characters at the start
-of a chunk, ``[UNK]`` followed by whitespace), sentencepiece's alignment is kept (see ``_spans``).
+of a chunk, ``[UNK]`` followed by whitespace), sentencepiece's alignment is kept (see ``offsets.py``).
 """
 
+import functools
 import json
 import os
-import re
 
 import sentencepiece
 
@@ -59,18 +59,16 @@ from .encoding import (
     resolve_lengths,
     truncation_windows,
 )
+from .offsets import SPIECE_UNDERLINE, OffsetAligner, check_offsets_support, shift_spans
 
 VOCAB_FILE = "spm.model"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 ADDED_TOKENS_FILE = "added_tokens.json"
-SPIECE_UNDERLINE = "\u2581"
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # tokenizer_config.json entries that describe the file, not the tokenizer (transformers drops them too)
 _CONFIG_NOISE = ("tokenizer_class", "tokenizer_file", "init_inputs", "name_or_path", "vocab_file",
                  "special_tokens_map_file", "auto_map")
-# offsets need the normaliser's alignment, normalize(..., with_offsets=True): sentencepiece >= 0.2.0
-_OFFSETS_MIN_VERSION = (0, 2, 0)
 _TOKEN_FLAGS = ("lstrip", "normalized", "rstrip", "single_word", "special")  # transformers' AddedToken fields
 
 
@@ -152,21 +150,6 @@ def _text_inputs(value, name, is_split_into_words):
     raise TypeError(f"with is_split_into_words=True, {name} must be a list of str (words); got {type(value).__name__}")
 
 
-def _shifted(spans, start, index_map):
-    """Spans in a segment string moved into the text: by ``start``, through ``index_map``."""
-    if index_map is not None:
-        return [(start + index_map[b], start + (index_map[e - 1] + 1 if e > b else index_map[b])) for b, e in spans]
-    if start:
-        return [(start + b, start + e) for b, e in spans]
-    return spans
-
-
-def _check_offsets_support():
-    version = tuple(int(part) for part in re.findall(r"\d+", sentencepiece.__version__)[:3])
-    if version < _OFFSETS_MIN_VERSION:
-        raise RuntimeError(f"return_offsets_mapping needs sentencepiece >= 0.2.0; found {sentencepiece.__version__}")
-
-
 class _SpecialToken:
     """A read-only special-token attribute: ``tokenizer.cls_token`` or, with ``as_id``, ``cls_token_id``."""
 
@@ -236,17 +219,14 @@ class _DebertaV2TokenizerBase:
         self._special_tokens = {name: _token_content(value, name) for name, value in named.items()}
         self.additional_special_tokens = [_token_content(token, "additional_special_tokens") for token in additional]
         self._init_added_tokens(added_tokens_decoder)
-        pieces = self._piece_list()
         # byte per id: 1 if the piece begins a word ("▁..."), for word_ids()
-        self._word_start = bytes(piece.startswith(SPIECE_UNDERLINE) for piece in pieces)
-        # per id: normalised characters the piece covers, for offsets; a byte-fallback piece
-        # covers its character if it holds the UTF-8 lead byte, nothing otherwise
-        self._piece_chars = [len(piece) for piece in pieces]
-        for byte in range(256):
-            index = self._sp.piece_to_id(f"<0x{byte:02X}>")
-            if self._sp.is_byte(index):
-                self._piece_chars[index] = 0 if 0x80 <= byte < 0xC0 else 1
-        self._space_cache = {}  # char -> is it whitespace to sentencepiece's normaliser (offsets)
+        self._word_start = bytes(piece.startswith(SPIECE_UNDERLINE) for piece in self._piece_list())
+
+    @functools.cached_property
+    def _aligner(self):
+        """The :class:`~pydeberta.offsets.OffsetAligner` of the sentencepiece model, built on the
+        first call that asks for offsets."""
+        return OffsetAligner(self._sp)
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -395,7 +375,7 @@ class _DebertaV2TokenizerBase:
         All strings of all texts go to :meth:`_encode_strings` in one call.
         """
         if with_offsets:
-            _check_offsets_support()
+            check_offsets_support()
         # per input, one list of segments per word (a raw text is a single "word")
         plans = [[self._segments(" " + word) for word in text] if is_split_into_words else [self._segments(text)]
                  for text in texts]
@@ -421,74 +401,14 @@ class _DebertaV2TokenizerBase:
                     continue
                 string_ids = next(encoded)
                 if with_offsets:
-                    string_ids, spans = self._spans(string_ids, string)
-                    word_offsets.extend(_shifted(spans, start, index_map))
+                    string_ids, spans = self._aligner.spans(string_ids, string)
+                    word_offsets.extend(shift_spans(spans, start, index_map))
                 ids.extend(string_ids)
             if with_offsets:  # a pre-split word was encoded as " " + word: shift back by one
                 offsets.extend([(max(b - 1, 0), max(e - 1, 0)) for b, e in word_offsets]
                                if is_split_into_words else word_offsets)
             words.extend([word_index] * (len(ids) - len(words)))
         return TokenSequence(ids, offsets, words if is_split_into_words else None, starts, self._word_start)
-
-    def _is_space(self, char):
-        """True if sentencepiece's normaliser reads ``char`` as whitespace (space, tab, NBSP,
-        ZWSP, ideographic space, ...); cached per character."""
-        result = self._space_cache.get(char)
-        if result is None:
-            normalize = self._sp.normalize
-            result = self._space_cache[char] = normalize(char) == "" and normalize("a" + char + "a") == normalize("a a")
-        return result
-
-    def _spans(self, ids, string):
-        """Character spans in ``string`` of its pieces ``ids``, in transformers' fast
-        tokenizers' convention: a piece spans the original characters of its normalised text.
-
-        sentencepiece's normaliser says where each normalised character starts in ``string``;
-        pieces cover the normalised text in order (a byte-fallback piece covers its character
-        if it holds the UTF-8 lead byte, nothing otherwise). Then:
-
-        * a piece ending inside an expanded character (``㍿`` -> ``株式会社``, ``ﬁ`` -> ``fi``)
-          reaches to that character's end, so every piece of ``㍿`` points at ``㍿``; the
-          dummy-prefix ``▁`` alone points at the first character;
-        * a ``▁`` between words stands for one whitespace character, the last of the run before
-          the word (CR LF counts as one); whitespace at the start of a string is dropped
-          ("  hello" -> ``▁hello`` (2, 7), also after an added token);
-        * characters NFKC composed (``k`` + U+0323 -> ``ḳ``) or deleted (control characters)
-          belong to the normalised character before them.
-
-        Returns ``(ids, spans)``; ids are re-read when an unknown piece (whose length the id
-        does not tell) is among them.
-        """
-        unknown = self._sp.unk_id()
-        if unknown in ids:  # its length varies: read the pieces, whose unknown ones are the raw text
-            pieces = self._sp.encode(string, out_type=str)
-            ids = [self._sp.piece_to_id(piece) for piece in pieces]
-            lengths = [len(piece) if token_id == unknown else self._piece_chars[token_id]
-                       for token_id, piece in zip(ids, pieces)]
-        else:
-            lengths = [self._piece_chars[token_id] for token_id in ids]
-        normalized, origin = self._sp.normalize(string, with_offsets=True)
-        size = len(normalized)
-        spans, position = [], 0
-        for length in lengths:
-            if length == 0:  # a UTF-8 continuation byte: same character as the byte before
-                spans.append(spans[-1])
-                continue
-            first, position = position, position + length
-            begin, end = origin[first], origin[position]
-            if end == origin[position - 1]:  # ends inside an expanded character: take all of it
-                j = position
-                while j < size and origin[j + 1] == end:
-                    j += 1
-                end = origin[j + 1] if j < size else end
-            if normalized[first] == SPIECE_UNDERLINE and origin[first + 1] - begin > 1:
-                while True:  # whitespace before a word: keep the last character of the run (or CR LF)
-                    step = 2 if string[begin:begin + 2] == "\r\n" else 1
-                    if begin + step >= origin[first + 1] or not self._is_space(string[begin + step]):
-                        break
-                    begin += step
-            spans.append((begin, end))
-        return ids, spans
 
     # ------------------------------------------------------------------ tokens -> model inputs
 

@@ -320,52 +320,6 @@ def test_offsets_and_word_ids_equal_transformers_fast(fast, hf_fast, hf_alignmen
     assert ours.sequence_ids() == expected.sequence_ids()
 
 
-def _came_from(sp, piece, source):
-    """Could ``piece`` have come from the original characters ``source``?"""
-    normalized = sp.normalize(source).replace("▁", "")
-    if re.fullmatch(r"<0x[0-9A-F]{2}>", piece):  # a byte of the normalised character
-        return int(piece[3:5], 16) in normalized.encode("utf-8")
-    content = piece.lstrip("▁")
-    return content in normalized if content else source != ""
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=corpus_texts)
-@example(text="")
-@example(text="[MASK]")
-@example(text="x\u200b")
-@example(text="A\u0302\u0300 龘𠀀 ㍿")
-def test_offsets_point_at_the_text_each_piece_came_from(fast, sp, text):
-    encoding = fast(text, return_offsets_mapping=True)
-    ids, spans = encoding["input_ids"], encoding["offset_mapping"]
-    assert spans[0] == spans[-1] == (0, 0)  # [CLS], [SEP]
-    previous = (0, 0)
-    for token_id, (begin, end) in zip(ids[1:-1], spans[1:-1]):
-        piece = fast.convert_ids_to_tokens(token_id)
-        assert 0 <= begin < end <= len(text)
-        assert begin >= previous[0] and end >= previous[1]  # in text order (pieces of one character share it)
-        if piece in SPECIAL_TEXT:
-            assert text[begin:end] == piece
-        else:
-            assert _came_from(sp, piece, text[begin:end]), (piece, text[begin:end])
-        previous = (begin, end)
-
-
-@pytest.mark.parametrize("text, spans", [
-    ("hello world", [(0, 5), (5, 11)]),  # ▁world includes the space it stands for
-    ("  hello   world  ", [(2, 7), (9, 15)]),  # leading whitespace dropped; last space of a run
-    ("is [MASK] here", [(0, 2), (3, 9), (10, 14)]),  # whitespace after an added token dropped
-    ("㍿x", [(0, 1)] * 5 + [(1, 2)]),  # ▁ 株 式 会 社 all point at ㍿
-    ("x😀y 龘", [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (4, 5), (4, 5)]),  # three byte pieces of 龘
-    ("Iﬁ4", [(0, 2), (1, 2), (2, 3)]),  # "▁If" "i" "4": the ligature's two letters in two pieces
-    ("k\u0323i", [(0, 2), (0, 2), (2, 3)]),  # "▁" "ḳ" "i": k + combining dot composed into ḳ
-    ("a\r\n\r\nb", [(0, 1), (3, 6)]),  # CR LF counts as one whitespace character
-])
-def test_offsets_hand_checked(fast, text, spans):
-    encoding = fast(text, return_offsets_mapping=True, add_special_tokens=False)
-    assert encoding["offset_mapping"] == spans
-
-
 def test_offsets_are_not_available_on_the_slow_tokenizer(slow):
     with pytest.raises(NotImplementedError, match="DebertaV2TokenizerFast"):
         slow("hello", return_offsets_mapping=True)
