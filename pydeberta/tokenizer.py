@@ -47,7 +47,6 @@ import os
 import sentencepiece
 
 from . import pretokenize
-from .hub import BUNDLED_MODELS
 from .encoding import (
     COLUMNS,
     PADDING_SIDES,
@@ -59,6 +58,7 @@ from .encoding import (
     resolve_lengths,
     truncation_windows,
 )
+from .hub import resolve_model_folder
 from .offsets import SPIECE_UNDERLINE, OffsetAligner, check_offsets_support, shift_spans
 
 VOCAB_FILE = "spm.model"
@@ -591,22 +591,31 @@ class _DebertaV2TokenizerBase:
     # ------------------------------------------------------------------ files
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load from a local folder holding ``spm.model`` and, where present,
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None,
+                        local_files_only=None, **kwargs):
+        """Load from the folder holding ``spm.model`` and, where present,
         ``tokenizer_config.json``, ``special_tokens_map.json`` and ``added_tokens.json`` (as
         transformers 4.x reads them: ``added_tokens_decoder`` in the config wins over the two
-        other files). ``kwargs`` override the config. ``tokenizer.json`` is not read: the
-        sentencepiece model is the source of the ids."""
+        other files). ``tokenizer.json`` is not read: the sentencepiece model is the source of
+        the ids.
+
+        Args:
+            pretrained_model_name_or_path: str or os.PathLike, resolved as models resolve it
+                (:func:`pydeberta.hub.resolve_model_folder`): a bundled name such as
+                ``"pydeberta/tiny"``, a folder, a file inside one, or a Hugging Face Hub id.
+            revision, cache_dir, local_files_only: passed to ``resolve_model_folder`` for Hub ids.
+            **kwargs: override the config (e.g. ``do_lower_case=True``).
+
+        Raises:
+            TypeError: ``pretrained_model_name_or_path`` is not a str or os.PathLike.
+            FileNotFoundError: it names nothing (from ``resolve_model_folder``).
+            ValueError: the folder holds no readable ``spm.model``.
+        """
         if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
-            raise TypeError("pretrained_model_name_or_path must be a folder path; "
-                            f"got {type(pretrained_model_name_or_path).__name__}")
-        folder = os.fspath(pretrained_model_name_or_path)
-        if folder in BUNDLED_MODELS:  # a bundled name such as "pydeberta/tiny"
-            folder = os.fspath(BUNDLED_MODELS[folder])
-        if not os.path.isdir(folder):
-            raise ValueError(f"pretrained_model_name_or_path: {folder!r} is not a folder; pydeberta reads local "
-                             "folders holding spm.model (download hub repositories first, e.g. with "
-                             "huggingface_hub.snapshot_download)")
+            raise TypeError("pretrained_model_name_or_path must be a str or os.PathLike (a folder, a bundled "
+                            f"name or a Hub id); got {type(pretrained_model_name_or_path).__name__}")
+        folder = os.fspath(resolve_model_folder(pretrained_model_name_or_path, revision=revision,
+                                                cache_dir=cache_dir, local_files_only=local_files_only))
         config = _read_json(os.path.join(folder, TOKENIZER_CONFIG_FILE)) or {}
         for key in _CONFIG_NOISE:
             config.pop(key, None)

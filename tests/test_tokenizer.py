@@ -20,13 +20,16 @@ import unicodedata
 import warnings
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 import sentencepiece
 import transformers
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from test_hub import COMMIT, hf_cache
 
+from pydeberta.hub import BUNDLED_MODELS
 from pydeberta.tokenizer import DebertaV2Tokenizer, DebertaV2TokenizerFast
 
 SPM_MODEL = Path(os.environ.get(
@@ -524,6 +527,43 @@ def test_pickled_tokenizer_gives_the_same_ids(fast):
     assert restored(text, return_offsets_mapping=True) == fast(text, return_offsets_mapping=True)
 
 
+def test_from_pretrained_resolves_names_as_models_do(tmp_path, monkeypatch):
+    """A Hub id found in the offline Hugging Face cache, the bundled name and a file inside the
+    folder load the tokenizer the folder itself gives (pydeberta.hub.resolve_model_folder)."""
+    tiny = BUNDLED_MODELS["pydeberta/tiny"]
+    cache = tmp_path / "hub"
+    files = ("spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+    snapshot = hf_cache(cache, "org/tiny-tokenizer", {name: (tiny / name).read_bytes() for name in files})
+    # the cache is laid out as huggingface_hub itself reads it
+    found = huggingface_hub.try_to_load_from_cache("org/tiny-tokenizer", "spm.model", cache_dir=cache)
+    assert found == str(snapshot / "spm.model")
+    assert [repo.repo_id for repo in huggingface_hub.scan_cache_dir(cache).repos] == ["org/tiny-tokenizer"]
+
+    texts = ["Hello [MASK] world, naïve ﬁsh.", "  İstanbul   龘"]
+    reference = DebertaV2TokenizerFast.from_pretrained(tiny)
+    expected = reference(texts, return_offsets_mapping=True)
+    assert reference.mask_token_id == 8000 and len(reference) == 8001
+    hub_kwargs = dict(revision=COMMIT, cache_dir=cache, local_files_only=True)
+    loaded = [DebertaV2TokenizerFast.from_pretrained("org/tiny-tokenizer", **hub_kwargs),
+              DebertaV2TokenizerFast.from_pretrained("pydeberta/tiny"),
+              DebertaV2TokenizerFast.from_pretrained(tiny / "spm.model")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline without local_files_only: the cache, no network
+    loaded.append(DebertaV2TokenizerFast.from_pretrained("org/tiny-tokenizer", cache_dir=cache, do_lower_case=True))
+    assert loaded[0].name_or_path == str(snapshot)
+    for tokenizer in loaded[:3]:
+        assert tokenizer(texts, return_offsets_mapping=True) == expected
+        assert tokenizer.init_kwargs == reference.init_kwargs  # revision, cache_dir, ... are not config
+        assert tokenizer.get_vocab() == reference.get_vocab()
+    lowered = DebertaV2TokenizerFast.from_pretrained(tiny, do_lower_case=True)
+    assert loaded[3].do_lower_case and loaded[3](texts)["input_ids"] == lowered(texts)["input_ids"]
+    slow = DebertaV2Tokenizer.from_pretrained("org/tiny-tokenizer", cache_dir=cache)
+    assert slow(texts)["input_ids"] == expected["input_ids"]
+    with pytest.raises(FileNotFoundError, match="org/missing"):
+        DebertaV2TokenizerFast.from_pretrained("org/missing", cache_dir=cache)
+    with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
+        DebertaV2TokenizerFast.from_pretrained(5)
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 
@@ -576,7 +616,7 @@ def test_missing_or_unreadable_vocabulary_raises(tmp_path, v3_folder):
     empty.mkdir()
     with pytest.raises(ValueError, match="vocab_file"):
         DebertaV2TokenizerFast.from_pretrained(empty)
-    with pytest.raises(ValueError, match="pretrained_model_name_or_path.*not a folder"):
+    with pytest.raises(FileNotFoundError, match="nowhere.*no such folder or file"):
         DebertaV2TokenizerFast.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(TypeError, match="sp_model_kwargs"):
         DebertaV2Tokenizer(v3_folder / "spm.model", sp_model_kwargs={"no_such_option": 1})
