@@ -1,6 +1,8 @@
-"""DeBERTa-v2/v3 tokenizers: sentencepiece's ids, transformers' calling conventions (spec §10).
+"""DeBERTa-v2/v3 tokenizers: sentencepiece's ids, transformers' calling conventions.
 
-Pipeline for one text, shared by both classes (transformers 4.x's slow ``DebertaV2Tokenizer``):
+The checkpoints (He et al., DeBERTa, ICLR 2021; DeBERTaV3, ICLR 2023) were trained on the ids of a
+sentencepiece unigram model (Kudo & Richardson, EMNLP 2018). Pipeline for one text, shared by
+both classes (transformers 4.x's slow ``DebertaV2Tokenizer``):
 
 1. Split on the text of added tokens (``[CLS] [SEP] [PAD] [UNK] [MASK]`` and any others,
    longest match first; ``pretokenize.py``). Each becomes its id; every chunk between them is
