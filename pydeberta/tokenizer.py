@@ -86,6 +86,7 @@ def _token_content(value, name):
 
 
 def _read_json(path):
+    """The parsed JSON file at ``path``, or None if there is no such file."""
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
@@ -156,9 +157,12 @@ class _SpecialToken:
     """A read-only special-token attribute: ``tokenizer.cls_token`` or, with ``as_id``, ``cls_token_id``."""
 
     def __init__(self, name, as_id=False):
+        """``name``: a key of :data:`SPECIAL_TOKEN_NAMES`; ``as_id``: read the token's id, not its text."""
         self.name, self.as_id = name, as_id
 
     def __get__(self, tokenizer, owner=None):
+        """The token (or its id; None if the token is not set) of ``tokenizer``; the descriptor
+        itself when read from the class."""
         if tokenizer is None:
             return self
         token = tokenizer._special_tokens[self.name]
@@ -256,6 +260,7 @@ class _DebertaV2TokenizerBase:
         self._split_pattern = pretokenize.added_token_pattern(self._added_tokens)
 
     def _is_piece(self, text):
+        """True if ``text`` is a piece of the sentencepiece vocabulary."""
         return self._sp.id_to_piece(self._sp.piece_to_id(text)) == text
 
     @property
@@ -269,6 +274,7 @@ class _DebertaV2TokenizerBase:
         return self.vocab_size + sum(1 for content in self._added_tokens if not self._is_piece(content))
 
     def _piece_list(self):
+        """Every sentencepiece piece, in id order."""
         return self._sp.id_to_piece(list(range(self.vocab_size)))
 
     def get_vocab(self):
@@ -311,6 +317,8 @@ class _DebertaV2TokenizerBase:
         return [self._token_to_id(token) for token in tokens]
 
     def _token_to_id(self, token):
+        """The id of the str ``token``: an added token's id, else sentencepiece's (its unknown id
+        for a string that is no piece); TypeError for anything but a str."""
         if not isinstance(token, str):
             raise TypeError(f"tokens must be str; got {type(token).__name__} {token!r}")
         index = self._added_tokens.get(token)
@@ -329,6 +337,8 @@ class _DebertaV2TokenizerBase:
         return [self._id_to_token(index) for index in ids if index not in skip]
 
     def _id_to_token(self, index):
+        """The token of the int id ``index`` (>= 0, else ValueError): an added token, a piece, or
+        ``unk_token`` past the vocabulary."""
         if index < 0:
             raise ValueError(f"token ids must be >= 0; got {index}")
         token = self._added_ids.get(index)
@@ -362,6 +372,7 @@ class _DebertaV2TokenizerBase:
         return tokens
 
     def _tokenize_one(self, text):
+        """The token strings of one text, without special tokens: pieces and added tokens."""
         tokens = []
         for _, string, token_id, _ in self._segments(text):
             tokens.extend(self._sp.encode(string, out_type=str) if token_id is None else [string])
@@ -685,6 +696,7 @@ class _DebertaV2TokenizerBase:
         return entry
 
     def __repr__(self):
+        """Class name, source, vocabulary size, lengths, flags and special tokens."""
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
                 f"model_max_length={self.model_max_length}, do_lower_case={self.do_lower_case}, "
                 f"split_by_punct={self.split_by_punct}, special_tokens={self.special_tokens_map})")

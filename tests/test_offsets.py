@@ -55,6 +55,7 @@ def processors(sp):
 
 @pytest.fixture(scope="module")
 def aligners(processors):
+    """An OffsetAligner per vocabulary of ``processors``."""
     return {name: OffsetAligner(processor) for name, processor in processors.items()}
 
 
