@@ -1,14 +1,17 @@
-"""DeBERTa-v2/v3 tokenizers: sentencepiece's ids, transformers' calling conventions (spec §10).
+"""DeBERTa-v2/v3 tokenizers: sentencepiece's ids, transformers' calling conventions.
 
-Pipeline for one text, shared by both classes (transformers 4.x's slow ``DebertaV2Tokenizer``):
+The checkpoints (He et al., DeBERTa, ICLR 2021; DeBERTaV3, ICLR 2023) were trained on the ids of a
+sentencepiece unigram model (Kudo & Richardson, EMNLP 2018). Pipeline for one text, shared by
+both classes (transformers 4.x's slow ``DebertaV2Tokenizer``):
 
 1. Split on the text of added tokens (``[CLS] [SEP] [PAD] [UNK] [MASK]`` and any others,
-   longest match first). Each becomes its id; every chunk between them is encoded on its own,
-   so the chunk after a special token starts a new ``▁`` word: ``"hello[MASK]world"`` and
-   ``"hello [MASK] world"`` both give ``▁hello [MASK] ▁world``.
-2. Per chunk: ``do_lower_case`` lower-cases it character by character (as transformers does: no
-   final-sigma rule); ``split_by_punct`` cuts it into runs of non-punctuation and single
-   punctuation characters, each encoded on its own (so each gets its own ``▁``).
+   longest match first; ``pretokenize.py``). Each becomes its id; every chunk between them is
+   encoded on its own, so the chunk after a special token starts a new ``▁`` word:
+   ``"hello[MASK]world"`` and ``"hello [MASK] world"`` both give ``▁hello [MASK] ▁world``.
+2. Per chunk (``pretokenize.py``): ``do_lower_case`` lower-cases it character by character (as
+   transformers does: no final-sigma rule); ``split_by_punct`` cuts it into runs of
+   non-punctuation and single punctuation characters, each encoded on its own (so each gets its
+   own ``▁``).
 3. sentencepiece encodes each string with the model's own normaliser (nmt_nfkc: NFKC plus
    ZWSP/NBSP/full-width rules), strips and collapses whitespace, adds the dummy-prefix ``▁`` and
    runs the unigram Viterbi. A character outside the vocabulary becomes its UTF-8 byte pieces
@@ -36,17 +39,16 @@ special tokens; a piece spans the original characters of its normalised text, so
 run), and every piece of a character that normalisation expanded (``㍿`` -> ``株 式 会 社``) or
 byte fallback split (``龘`` -> three byte pieces) points at that character. Where transformers'
 own alignment is erratic (characters the normaliser deletes, zero-width characters at the start
-of a chunk, ``[UNK]`` followed by whitespace), sentencepiece's alignment is kept (see ``_spans``).
+of a chunk, ``[UNK]`` followed by whitespace), sentencepiece's alignment is kept (see ``offsets.py``).
 """
 
+import functools
 import json
 import os
-import re
-import unicodedata
 
 import sentencepiece
 
-from .hub import BUNDLED_MODELS
+from . import pretokenize
 from .encoding import (
     COLUMNS,
     PADDING_SIDES,
@@ -58,56 +60,18 @@ from .encoding import (
     resolve_lengths,
     truncation_windows,
 )
+from .hub import resolve_model_folder
+from .offsets import SPIECE_UNDERLINE, OffsetAligner, check_offsets_support, shift_spans
 
 VOCAB_FILE = "spm.model"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 ADDED_TOKENS_FILE = "added_tokens.json"
-SPIECE_UNDERLINE = "\u2581"
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # tokenizer_config.json entries that describe the file, not the tokenizer (transformers drops them too)
 _CONFIG_NOISE = ("tokenizer_class", "tokenizer_file", "init_inputs", "name_or_path", "vocab_file",
                  "special_tokens_map_file", "auto_map")
-# offsets need the normaliser's alignment, normalize(..., with_offsets=True): sentencepiece >= 0.2.0
-_OFFSETS_MIN_VERSION = (0, 2, 0)
 _TOKEN_FLAGS = ("lstrip", "normalized", "rstrip", "single_word", "special")  # transformers' AddedToken fields
-
-
-def _is_punctuation(char):
-    """transformers' ``_is_punctuation``: ASCII non-alphanumerics and Unicode category P*."""
-    cp = ord(char)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def _split_on_punctuation(text):
-    """``[(start, run)]``: maximal runs of non-punctuation, and each punctuation char alone."""
-    runs, start = [], 0
-    for i, char in enumerate(text):
-        if _is_punctuation(char):
-            if start < i:
-                runs.append((start, text[start:i]))
-            runs.append((i, char))
-            start = i + 1
-    if start < len(text):
-        runs.append((start, text[start:]))
-    return runs
-
-
-def _lower_case(text):
-    """Lower-case character by character; returns ``(lowered, index_map)``.
-
-    ``index_map[k]`` is the position in ``text`` of the character that gave ``lowered[k]`` (plus
-    one final entry ``len(text)``); it is None when lengths agree, i.e. unless ``text`` holds
-    ``"İ"``, whose lower case is two characters.
-    """
-    chars = [char.lower() for char in text]
-    lowered = "".join(chars)
-    if len(lowered) == len(text):
-        return lowered, None
-    index_map = [i for i, low in enumerate(chars) for _ in low] + [len(text)]
-    return lowered, index_map
 
 
 def _token_content(value, name):
@@ -122,6 +86,7 @@ def _token_content(value, name):
 
 
 def _read_json(path):
+    """The parsed JSON file at ``path``, or None if there is no such file."""
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
@@ -188,28 +153,16 @@ def _text_inputs(value, name, is_split_into_words):
     raise TypeError(f"with is_split_into_words=True, {name} must be a list of str (words); got {type(value).__name__}")
 
 
-def _shifted(spans, start, index_map):
-    """Spans in a segment string moved into the text: by ``start``, through ``index_map``."""
-    if index_map is not None:
-        return [(start + index_map[b], start + (index_map[e - 1] + 1 if e > b else index_map[b])) for b, e in spans]
-    if start:
-        return [(start + b, start + e) for b, e in spans]
-    return spans
-
-
-def _check_offsets_support():
-    version = tuple(int(part) for part in re.findall(r"\d+", sentencepiece.__version__)[:3])
-    if version < _OFFSETS_MIN_VERSION:
-        raise RuntimeError(f"return_offsets_mapping needs sentencepiece >= 0.2.0; found {sentencepiece.__version__}")
-
-
 class _SpecialToken:
     """A read-only special-token attribute: ``tokenizer.cls_token`` or, with ``as_id``, ``cls_token_id``."""
 
     def __init__(self, name, as_id=False):
+        """``name``: a key of :data:`SPECIAL_TOKEN_NAMES`; ``as_id``: read the token's id, not its text."""
         self.name, self.as_id = name, as_id
 
     def __get__(self, tokenizer, owner=None):
+        """The token (or its id; None if the token is not set) of ``tokenizer``; the descriptor
+        itself when read from the class."""
         if tokenizer is None:
             return self
         token = tokenizer._special_tokens[self.name]
@@ -272,17 +225,14 @@ class _DebertaV2TokenizerBase:
         self._special_tokens = {name: _token_content(value, name) for name, value in named.items()}
         self.additional_special_tokens = [_token_content(token, "additional_special_tokens") for token in additional]
         self._init_added_tokens(added_tokens_decoder)
-        pieces = self._piece_list()
         # byte per id: 1 if the piece begins a word ("▁..."), for word_ids()
-        self._word_start = bytes(piece.startswith(SPIECE_UNDERLINE) for piece in pieces)
-        # per id: normalised characters the piece covers, for offsets; a byte-fallback piece
-        # covers its character if it holds the UTF-8 lead byte, nothing otherwise
-        self._piece_chars = [len(piece) for piece in pieces]
-        for byte in range(256):
-            index = self._sp.piece_to_id(f"<0x{byte:02X}>")
-            if self._sp.is_byte(index):
-                self._piece_chars[index] = 0 if 0x80 <= byte < 0xC0 else 1
-        self._space_cache = {}  # char -> is it whitespace to sentencepiece's normaliser (offsets)
+        self._word_start = bytes(piece.startswith(SPIECE_UNDERLINE) for piece in self._piece_list())
+
+    @functools.cached_property
+    def _aligner(self):
+        """The :class:`~pydeberta.offsets.OffsetAligner` of the sentencepiece model, built on the
+        first call that asks for offsets."""
+        return OffsetAligner(self._sp)
 
     # ------------------------------------------------------------------ vocabulary
 
@@ -307,10 +257,10 @@ class _DebertaV2TokenizerBase:
                 self._added_tokens[token] = next_id
                 next_id += 1
         self._added_ids = {index: content for content, index in self._added_tokens.items()}
-        by_length = sorted(self._added_tokens, key=len, reverse=True)
-        self._split_pattern = re.compile("|".join(map(re.escape, by_length))) if by_length else None
+        self._split_pattern = pretokenize.added_token_pattern(self._added_tokens)
 
     def _is_piece(self, text):
+        """True if ``text`` is a piece of the sentencepiece vocabulary."""
         return self._sp.id_to_piece(self._sp.piece_to_id(text)) == text
 
     @property
@@ -324,6 +274,7 @@ class _DebertaV2TokenizerBase:
         return self.vocab_size + sum(1 for content in self._added_tokens if not self._is_piece(content))
 
     def _piece_list(self):
+        """Every sentencepiece piece, in id order."""
         return self._sp.id_to_piece(list(range(self.vocab_size)))
 
     def get_vocab(self):
@@ -366,6 +317,8 @@ class _DebertaV2TokenizerBase:
         return [self._token_to_id(token) for token in tokens]
 
     def _token_to_id(self, token):
+        """The id of the str ``token``: an added token's id, else sentencepiece's (its unknown id
+        for a string that is no piece); TypeError for anything but a str."""
         if not isinstance(token, str):
             raise TypeError(f"tokens must be str; got {type(token).__name__} {token!r}")
         index = self._added_tokens.get(token)
@@ -384,6 +337,8 @@ class _DebertaV2TokenizerBase:
         return [self._id_to_token(index) for index in ids if index not in skip]
 
     def _id_to_token(self, index):
+        """The token of the int id ``index`` (>= 0, else ValueError): an added token, a piece, or
+        ``unk_token`` past the vocabulary."""
         if index < 0:
             raise ValueError(f"token ids must be >= 0; got {index}")
         token = self._added_ids.get(index)
@@ -394,39 +349,11 @@ class _DebertaV2TokenizerBase:
     # ------------------------------------------------------------------ text -> tokens
 
     def _segments(self, text):
-        """Cut ``text`` into what sentencepiece encodes and the added tokens found in it.
-
-        Returns ``[(start, string, token_id, index_map)]``: ``token_id`` is the added token's
-        id, or None for a string sentencepiece encodes; ``string[k]`` came from ``text[start + k]``,
-        or from ``text[start + index_map[k]]`` when lower-casing changed lengths.
-        """
-        segments = []
-        position = 0
-        if self._split_pattern is not None:
-            for match in self._split_pattern.finditer(text):
-                self._add_chunk(segments, text, position, match.start())
-                segments.append((match.start(), match.group(), self._added_tokens[match.group()], None))
-                position = match.end()
-        self._add_chunk(segments, text, position, len(text))
-        return segments
-
-    def _add_chunk(self, segments, text, start, stop):
-        """Append the segments of the chunk ``text[start:stop]`` (steps 2 of the module doc)."""
-        if start >= stop:
-            return
-        chunk = text[start:stop]
-        index_map = None
-        if self.do_lower_case:
-            chunk, index_map = _lower_case(chunk)
-        if not self.split_by_punct:
-            segments.append((start, chunk, None, index_map))
-            return
-        for local, run in _split_on_punctuation(chunk):
-            if index_map is None:
-                segments.append((start + local, run, None, None))
-            else:
-                run_map = [index_map[local + k] - index_map[local] for k in range(len(run) + 1)]
-                segments.append((start + index_map[local], run, None, run_map))
+        """``pretokenize.segments`` of ``text`` with this tokenizer's added tokens and flags:
+        ``[(start, string, token_id, index_map)]``, ``token_id`` None for a string that
+        sentencepiece encodes."""
+        return pretokenize.segments(text, self._split_pattern, self._added_tokens,
+                                    do_lower_case=self.do_lower_case, split_by_punct=self.split_by_punct)
 
     def tokenize(self, text, pair=None, add_special_tokens=False):
         """Token strings of ``text`` (and ``pair``): sentencepiece pieces, added tokens verbatim.
@@ -445,6 +372,7 @@ class _DebertaV2TokenizerBase:
         return tokens
 
     def _tokenize_one(self, text):
+        """The token strings of one text, without special tokens: pieces and added tokens."""
         tokens = []
         for _, string, token_id, _ in self._segments(text):
             tokens.extend(self._sp.encode(string, out_type=str) if token_id is None else [string])
@@ -460,7 +388,7 @@ class _DebertaV2TokenizerBase:
         All strings of all texts go to :meth:`_encode_strings` in one call.
         """
         if with_offsets:
-            _check_offsets_support()
+            check_offsets_support()
         # per input, one list of segments per word (a raw text is a single "word")
         plans = [[self._segments(" " + word) for word in text] if is_split_into_words else [self._segments(text)]
                  for text in texts]
@@ -486,74 +414,14 @@ class _DebertaV2TokenizerBase:
                     continue
                 string_ids = next(encoded)
                 if with_offsets:
-                    string_ids, spans = self._spans(string_ids, string)
-                    word_offsets.extend(_shifted(spans, start, index_map))
+                    string_ids, spans = self._aligner.spans(string_ids, string)
+                    word_offsets.extend(shift_spans(spans, start, index_map))
                 ids.extend(string_ids)
             if with_offsets:  # a pre-split word was encoded as " " + word: shift back by one
                 offsets.extend([(max(b - 1, 0), max(e - 1, 0)) for b, e in word_offsets]
                                if is_split_into_words else word_offsets)
             words.extend([word_index] * (len(ids) - len(words)))
         return TokenSequence(ids, offsets, words if is_split_into_words else None, starts, self._word_start)
-
-    def _is_space(self, char):
-        """True if sentencepiece's normaliser reads ``char`` as whitespace (space, tab, NBSP,
-        ZWSP, ideographic space, ...); cached per character."""
-        result = self._space_cache.get(char)
-        if result is None:
-            normalize = self._sp.normalize
-            result = self._space_cache[char] = normalize(char) == "" and normalize("a" + char + "a") == normalize("a a")
-        return result
-
-    def _spans(self, ids, string):
-        """Character spans in ``string`` of its pieces ``ids``, in transformers' fast
-        tokenizers' convention: a piece spans the original characters of its normalised text.
-
-        sentencepiece's normaliser says where each normalised character starts in ``string``;
-        pieces cover the normalised text in order (a byte-fallback piece covers its character
-        if it holds the UTF-8 lead byte, nothing otherwise). Then:
-
-        * a piece ending inside an expanded character (``㍿`` -> ``株式会社``, ``ﬁ`` -> ``fi``)
-          reaches to that character's end, so every piece of ``㍿`` points at ``㍿``; the
-          dummy-prefix ``▁`` alone points at the first character;
-        * a ``▁`` between words stands for one whitespace character, the last of the run before
-          the word (CR LF counts as one); whitespace at the start of a string is dropped
-          ("  hello" -> ``▁hello`` (2, 7), also after an added token);
-        * characters NFKC composed (``k`` + U+0323 -> ``ḳ``) or deleted (control characters)
-          belong to the normalised character before them.
-
-        Returns ``(ids, spans)``; ids are re-read when an unknown piece (whose length the id
-        does not tell) is among them.
-        """
-        unknown = self._sp.unk_id()
-        if unknown in ids:  # its length varies: read the pieces, whose unknown ones are the raw text
-            pieces = self._sp.encode(string, out_type=str)
-            ids = [self._sp.piece_to_id(piece) for piece in pieces]
-            lengths = [len(piece) if token_id == unknown else self._piece_chars[token_id]
-                       for token_id, piece in zip(ids, pieces)]
-        else:
-            lengths = [self._piece_chars[token_id] for token_id in ids]
-        normalized, origin = self._sp.normalize(string, with_offsets=True)
-        size = len(normalized)
-        spans, position = [], 0
-        for length in lengths:
-            if length == 0:  # a UTF-8 continuation byte: same character as the byte before
-                spans.append(spans[-1])
-                continue
-            first, position = position, position + length
-            begin, end = origin[first], origin[position]
-            if end == origin[position - 1]:  # ends inside an expanded character: take all of it
-                j = position
-                while j < size and origin[j + 1] == end:
-                    j += 1
-                end = origin[j + 1] if j < size else end
-            if normalized[first] == SPIECE_UNDERLINE and origin[first + 1] - begin > 1:
-                while True:  # whitespace before a word: keep the last character of the run (or CR LF)
-                    step = 2 if string[begin:begin + 2] == "\r\n" else 1
-                    if begin + step >= origin[first + 1] or not self._is_space(string[begin + step]):
-                        break
-                    begin += step
-            spans.append((begin, end))
-        return ids, spans
 
     # ------------------------------------------------------------------ tokens -> model inputs
 
@@ -736,22 +604,31 @@ class _DebertaV2TokenizerBase:
     # ------------------------------------------------------------------ files
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load from a local folder holding ``spm.model`` and, where present,
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None,
+                        local_files_only=None, **kwargs):
+        """Load from the folder holding ``spm.model`` and, where present,
         ``tokenizer_config.json``, ``special_tokens_map.json`` and ``added_tokens.json`` (as
         transformers 4.x reads them: ``added_tokens_decoder`` in the config wins over the two
-        other files). ``kwargs`` override the config. ``tokenizer.json`` is not read: the
-        sentencepiece model is the source of the ids."""
+        other files). ``tokenizer.json`` is not read: the sentencepiece model is the source of
+        the ids.
+
+        Args:
+            pretrained_model_name_or_path: str or os.PathLike, resolved as models resolve it
+                (:func:`pydeberta.hub.resolve_model_folder`): a bundled name such as
+                ``"pydeberta/tiny"``, a folder, a file inside one, or a Hugging Face Hub id.
+            revision, cache_dir, local_files_only: passed to ``resolve_model_folder`` for Hub ids.
+            **kwargs: override the config (e.g. ``do_lower_case=True``).
+
+        Raises:
+            TypeError: ``pretrained_model_name_or_path`` is not a str or os.PathLike.
+            FileNotFoundError: it names nothing (from ``resolve_model_folder``).
+            ValueError: the folder holds no readable ``spm.model``.
+        """
         if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
-            raise TypeError("pretrained_model_name_or_path must be a folder path; "
-                            f"got {type(pretrained_model_name_or_path).__name__}")
-        folder = os.fspath(pretrained_model_name_or_path)
-        if folder in BUNDLED_MODELS:  # a bundled name such as "pydeberta/tiny"
-            folder = os.fspath(BUNDLED_MODELS[folder])
-        if not os.path.isdir(folder):
-            raise ValueError(f"pretrained_model_name_or_path: {folder!r} is not a folder; pydeberta reads local "
-                             "folders holding spm.model (download hub repositories first, e.g. with "
-                             "huggingface_hub.snapshot_download)")
+            raise TypeError("pretrained_model_name_or_path must be a str or os.PathLike (a folder, a bundled "
+                            f"name or a Hub id); got {type(pretrained_model_name_or_path).__name__}")
+        folder = os.fspath(resolve_model_folder(pretrained_model_name_or_path, revision=revision,
+                                                cache_dir=cache_dir, local_files_only=local_files_only))
         config = _read_json(os.path.join(folder, TOKENIZER_CONFIG_FILE)) or {}
         for key in _CONFIG_NOISE:
             config.pop(key, None)
@@ -819,6 +696,7 @@ class _DebertaV2TokenizerBase:
         return entry
 
     def __repr__(self):
+        """Class name, source, vocabulary size, lengths, flags and special tokens."""
         return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
                 f"model_max_length={self.model_max_length}, do_lower_case={self.do_lower_case}, "
                 f"split_by_punct={self.split_by_punct}, special_tokens={self.special_tokens_map})")

@@ -20,13 +20,16 @@ import unicodedata
 import warnings
 from pathlib import Path
 
+import huggingface_hub
 import numpy as np
 import pytest
 import sentencepiece
 import transformers
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from test_hub import COMMIT, hf_cache
 
+from pydeberta.hub import BUNDLED_MODELS
 from pydeberta.tokenizer import DebertaV2Tokenizer, DebertaV2TokenizerFast
 
 SPM_MODEL = Path(os.environ.get(
@@ -320,52 +323,6 @@ def test_offsets_and_word_ids_equal_transformers_fast(fast, hf_fast, hf_alignmen
     assert ours.sequence_ids() == expected.sequence_ids()
 
 
-def _came_from(sp, piece, source):
-    """Could ``piece`` have come from the original characters ``source``?"""
-    normalized = sp.normalize(source).replace("▁", "")
-    if re.fullmatch(r"<0x[0-9A-F]{2}>", piece):  # a byte of the normalised character
-        return int(piece[3:5], 16) in normalized.encode("utf-8")
-    content = piece.lstrip("▁")
-    return content in normalized if content else source != ""
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=corpus_texts)
-@example(text="")
-@example(text="[MASK]")
-@example(text="x\u200b")
-@example(text="A\u0302\u0300 龘𠀀 ㍿")
-def test_offsets_point_at_the_text_each_piece_came_from(fast, sp, text):
-    encoding = fast(text, return_offsets_mapping=True)
-    ids, spans = encoding["input_ids"], encoding["offset_mapping"]
-    assert spans[0] == spans[-1] == (0, 0)  # [CLS], [SEP]
-    previous = (0, 0)
-    for token_id, (begin, end) in zip(ids[1:-1], spans[1:-1]):
-        piece = fast.convert_ids_to_tokens(token_id)
-        assert 0 <= begin < end <= len(text)
-        assert begin >= previous[0] and end >= previous[1]  # in text order (pieces of one character share it)
-        if piece in SPECIAL_TEXT:
-            assert text[begin:end] == piece
-        else:
-            assert _came_from(sp, piece, text[begin:end]), (piece, text[begin:end])
-        previous = (begin, end)
-
-
-@pytest.mark.parametrize("text, spans", [
-    ("hello world", [(0, 5), (5, 11)]),  # ▁world includes the space it stands for
-    ("  hello   world  ", [(2, 7), (9, 15)]),  # leading whitespace dropped; last space of a run
-    ("is [MASK] here", [(0, 2), (3, 9), (10, 14)]),  # whitespace after an added token dropped
-    ("㍿x", [(0, 1)] * 5 + [(1, 2)]),  # ▁ 株 式 会 社 all point at ㍿
-    ("x😀y 龘", [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (4, 5), (4, 5)]),  # three byte pieces of 龘
-    ("Iﬁ4", [(0, 2), (1, 2), (2, 3)]),  # "▁If" "i" "4": the ligature's two letters in two pieces
-    ("k\u0323i", [(0, 2), (0, 2), (2, 3)]),  # "▁" "ḳ" "i": k + combining dot composed into ḳ
-    ("a\r\n\r\nb", [(0, 1), (3, 6)]),  # CR LF counts as one whitespace character
-])
-def test_offsets_hand_checked(fast, text, spans):
-    encoding = fast(text, return_offsets_mapping=True, add_special_tokens=False)
-    assert encoding["offset_mapping"] == spans
-
-
 def test_offsets_are_not_available_on_the_slow_tokenizer(slow):
     with pytest.raises(NotImplementedError, match="DebertaV2TokenizerFast"):
         slow("hello", return_offsets_mapping=True)
@@ -570,6 +527,43 @@ def test_pickled_tokenizer_gives_the_same_ids(fast):
     assert restored(text, return_offsets_mapping=True) == fast(text, return_offsets_mapping=True)
 
 
+def test_from_pretrained_resolves_names_as_models_do(tmp_path, monkeypatch):
+    """A Hub id found in the offline Hugging Face cache, the bundled name and a file inside the
+    folder load the tokenizer the folder itself gives (pydeberta.hub.resolve_model_folder)."""
+    tiny = BUNDLED_MODELS["pydeberta/tiny"]
+    cache = tmp_path / "hub"
+    files = ("spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+    snapshot = hf_cache(cache, "org/tiny-tokenizer", {name: (tiny / name).read_bytes() for name in files})
+    # the cache is laid out as huggingface_hub itself reads it
+    found = huggingface_hub.try_to_load_from_cache("org/tiny-tokenizer", "spm.model", cache_dir=cache)
+    assert found == str(snapshot / "spm.model")
+    assert [repo.repo_id for repo in huggingface_hub.scan_cache_dir(cache).repos] == ["org/tiny-tokenizer"]
+
+    texts = ["Hello [MASK] world, naïve ﬁsh.", "  İstanbul   龘"]
+    reference = DebertaV2TokenizerFast.from_pretrained(tiny)
+    expected = reference(texts, return_offsets_mapping=True)
+    assert reference.mask_token_id == 8000 and len(reference) == 8001
+    hub_kwargs = dict(revision=COMMIT, cache_dir=cache, local_files_only=True)
+    loaded = [DebertaV2TokenizerFast.from_pretrained("org/tiny-tokenizer", **hub_kwargs),
+              DebertaV2TokenizerFast.from_pretrained("pydeberta/tiny"),
+              DebertaV2TokenizerFast.from_pretrained(tiny / "spm.model")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline without local_files_only: the cache, no network
+    loaded.append(DebertaV2TokenizerFast.from_pretrained("org/tiny-tokenizer", cache_dir=cache, do_lower_case=True))
+    assert loaded[0].name_or_path == str(snapshot)
+    for tokenizer in loaded[:3]:
+        assert tokenizer(texts, return_offsets_mapping=True) == expected
+        assert tokenizer.init_kwargs == reference.init_kwargs  # revision, cache_dir, ... are not config
+        assert tokenizer.get_vocab() == reference.get_vocab()
+    lowered = DebertaV2TokenizerFast.from_pretrained(tiny, do_lower_case=True)
+    assert loaded[3].do_lower_case and loaded[3](texts)["input_ids"] == lowered(texts)["input_ids"]
+    slow = DebertaV2Tokenizer.from_pretrained("org/tiny-tokenizer", cache_dir=cache)
+    assert slow(texts)["input_ids"] == expected["input_ids"]
+    with pytest.raises(FileNotFoundError, match="org/missing"):
+        DebertaV2TokenizerFast.from_pretrained("org/missing", cache_dir=cache)
+    with pytest.raises(TypeError, match="pretrained_model_name_or_path"):
+        DebertaV2TokenizerFast.from_pretrained(5)
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 
@@ -622,7 +616,7 @@ def test_missing_or_unreadable_vocabulary_raises(tmp_path, v3_folder):
     empty.mkdir()
     with pytest.raises(ValueError, match="vocab_file"):
         DebertaV2TokenizerFast.from_pretrained(empty)
-    with pytest.raises(ValueError, match="pretrained_model_name_or_path.*not a folder"):
+    with pytest.raises(FileNotFoundError, match="nowhere.*no such folder or file"):
         DebertaV2TokenizerFast.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(TypeError, match="sp_model_kwargs"):
         DebertaV2Tokenizer(v3_folder / "spm.model", sp_model_kwargs={"no_such_option": 1})
