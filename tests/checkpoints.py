@@ -1,5 +1,9 @@
-"""Shared by the checkpoint-reading tests (test_checkpoint, test_torch_pickle, test_hub): a tiny
-transformers model with perturbed weights, saved by transformers itself, and torch-side helpers."""
+"""Shared by the checkpoint-reading tests (test_checkpoint, test_torch_pickle, test_hub, the
+tokenizer's from_pretrained): a tiny transformers model with perturbed weights, saved by transformers
+itself, torch-side helpers, and a Hugging Face cache laid out as huggingface_hub does."""
+
+import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -73,3 +77,21 @@ def torch_save(tmp_path, obj, zip_format=True, name="weights.bin"):
     torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
     return path
 
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hf_cache(cache, repo_id, files):
+    """Lay out `files` as huggingface_hub's cache does: refs/main -> commit, snapshots/<commit>/<name>
+    a relative symlink to blobs/<hash>. (huggingface_hub >= 0.23, constants.REPO_ID_SEPARATOR "--".)"""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, content in files.items():
+        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
+        blob.write_bytes(content)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot

@@ -7,33 +7,15 @@ what happened to be imported at run time.
 """
 
 import ast
-import pkgutil
-from pathlib import Path
 
-import pydeberta
+from package_map import MODULES, source_of
 
-PACKAGE = Path(pydeberta.__file__).parent
 BOOK = {"pydeberta.functional", "pydeberta.losses", "pydeberta.positions", "pydeberta.attention",
         "pydeberta.conv", "pydeberta.model", "pydeberta.heads"}
 # Modules through which a file could be read or written, from the package or the standard library.
 FILE_IO = {"pydeberta.checkpoint", "pydeberta.torch_pickle", "pydeberta.hub", "pydeberta.tokenizer",
            "os", "io", "pathlib", "json", "pickle", "zipfile", "shutil", "tempfile", "safetensors",
            "sentencepiece"}
-
-
-def module_names():
-    """Every Python module of the installed package (compiled kernels are leaves: no imports)."""
-    names = ["pydeberta"]
-    names += [info.name for info in pkgutil.walk_packages([str(PACKAGE)], prefix="pydeberta.")
-              if (PACKAGE / Path(*info.name.split(".")[1:])).with_suffix(".py").exists()
-              or (PACKAGE / Path(*info.name.split(".")[1:]) / "__init__.py").exists()]
-    return names
-
-
-def source_of(name):
-    parts = name.split(".")[1:]
-    path = PACKAGE.joinpath(*parts)
-    return (path / "__init__.py") if path.is_dir() else path.with_suffix(".py")
 
 
 def imports_of(name):
@@ -54,9 +36,6 @@ def imports_of(name):
             submodules = {f"{target}.{alias.name}" for alias in node.names} & MODULES  # `from . import attention`
             found.update(submodules or {target})
     return found
-
-
-MODULES = set(module_names())
 
 
 def internal_graph():

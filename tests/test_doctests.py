@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from test_architecture import MODULES
+from package_map import MODULES
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -1,12 +1,11 @@
 """pydeberta.hub: every name (bundled, folder, file, Hub id online or from the offline cache) resolves
 to its folder; huggingface_hub's own cache readers check the cache layout the tests build."""
 
-import hashlib
-import os
 import sys
 
 import pytest
 
+from checkpoints import COMMIT, hf_cache
 from pydeberta import hub
 from pydeberta.checkpoint import read_state_dict
 from pydeberta.hub import resolve_model_folder
@@ -14,25 +13,6 @@ from pydeberta.hub import resolve_model_folder
 # ------------------------------------------------------------------------------------------------
 # resolve_model_folder
 # ------------------------------------------------------------------------------------------------
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def hf_cache(cache, repo_id, files):
-    """Lay out `files` as huggingface_hub's cache does: refs/main -> commit, snapshots/<commit>/<name>
-    a relative symlink to blobs/<hash>. (huggingface_hub >= 0.23, constants.REPO_ID_SEPARATOR "--".)"""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for name, content in files.items():
-        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
-        blob.write_bytes(content)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
-    return snapshot
-
 
 @pytest.fixture
 def cached_repo(safetensors_folder, tmp_path):

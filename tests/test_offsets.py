@@ -16,7 +16,7 @@ import pytest
 import sentencepiece
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_tokenizer import SPECIAL_TEXT, SPM_MODEL, _fail_without_vocabulary, corpus_texts
+from texts import SPECIAL_TEXT, SPM_MODEL, corpus_texts, fail_without_vocabulary
 
 from pydeberta.hub import BUNDLED_MODELS
 from pydeberta.offsets import OffsetAligner, check_offsets_support, shift_spans
@@ -36,14 +36,14 @@ SPACE_CANDIDATES = [chr(cp) for cp in range(0x10000) if chr(cp).isspace() or uni
 @pytest.fixture(scope="module")
 def sp():
     """The DeBERTa-v3 sentencepiece model."""
-    _fail_without_vocabulary()
+    fail_without_vocabulary()
     return sentencepiece.SentencePieceProcessor(model_file=str(SPM_MODEL))
 
 
 @pytest.fixture(scope="module")
 def fast():
     """DebertaV2TokenizerFast on the DeBERTa-v3 vocabulary."""
-    _fail_without_vocabulary()
+    fail_without_vocabulary()
     return DebertaV2TokenizerFast(SPM_MODEL)
 
 

@@ -13,7 +13,6 @@ spm.model`` next to the repository). A missing vocabulary fails the tests; it ne
 """
 
 import json
-import os
 import pickle
 import re
 import unicodedata
@@ -27,41 +26,11 @@ import sentencepiece
 import transformers
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from test_hub import COMMIT, hf_cache
 
+from checkpoints import COMMIT, hf_cache
 from pydeberta.hub import BUNDLED_MODELS
+from texts import SPECIAL_TEXT, SPM_MODEL, corpus_texts, fail_without_vocabulary, plain_texts, regular_texts
 from pydeberta.tokenizer import DebertaV2Tokenizer, DebertaV2TokenizerFast
-
-SPM_MODEL = Path(os.environ.get(
-    "PYDEBERTA_SPM_MODEL",
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "deberta-v3" / "spm.model"))
-
-SPECIAL_TEXT = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"]
-# Pieces of text the corpus is built from: mixed scripts, CJK, emoji (with ZWJ sequences and
-# skin tones), combining marks, zero-width and non-breaking spaces, full-width forms, NFKC
-# expansions, control characters, runs of whitespace, literal special-token text and near misses.
-ATOMS = (
-    list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"()[]{}-_/\\@#$%^&*+=<>|~`")
-    + list("éèêëàâäôöûüçñßøåæœÉÀİ") + list("αβγδεζηθΩΣσςΔ") + list("абвгдейкЖ")
-    + list("東京日本語中文字龘𠀀한국어ひらがなカタカナ")
-    + ["😀", "👍🏽", "👨\u200d👩\u200d👧", "🇫🇷", "❤\ufe0f"]
-    + ["\u0301", "\u0308", "\u0323", "\u0302\u0300", "e\u0301", "A\u0302\u0300"]
-    + ["\u200b", "\u200c", "\u200d", "\ufeff", "\u2060", "\u00ad", "\u00a0", "\u202f", "\u3000"]
-    + list("ＡＢＣａｂｃ１２３！？（）") + ["①", "½", "㎏", "㍿", "ﬁ", "™", "…"]
-    + ["\x00", "\x01", "\x07", "\x0b", "\x1f", "\x7f", "\x85", "\x9f"]
-    + [" ", "  ", "   ", "\t", "\n", "\r\n", "\x0c", "\u2028", "\u2581"]
-    + SPECIAL_TEXT + ["[MASK", "[mask]", "MASK]", "[ CLS]"]
-    + [" hello", " world", " the ", "transformers", "DeBERTa", " don't"]
-)
-corpus_texts = st.lists(st.one_of(st.sampled_from(ATOMS), st.characters(exclude_categories=("Cs",))),
-                        max_size=30).map("".join)
-plain_texts = corpus_texts.filter(lambda text: not any(token in text for token in SPECIAL_TEXT))
-# Texts on which transformers' fast tokenizer aligns offsets by its usual rules (see
-# ``hf_alignment_is_regular``): letters, digits, punctuation, symbols, ordinary spaces.
-REGULAR_ATOMS = [atom for atom in ATOMS if all(
-    unicodedata.category(char)[0] in "LNPS" or char in " \t\n\u00a0\u3000" for char in atom)]
-regular_texts = st.lists(st.one_of(st.sampled_from(REGULAR_ATOMS),
-                                   st.characters(categories=("L", "N", "P", "S", "Zs"))), max_size=30).map("".join)
 
 # Sentences whose pieces were checked by hand (ids come from sentencepiece).
 HAND_CHECKED = [
@@ -87,16 +56,10 @@ HAND_CHECKED = [
 ]
 
 
-def _fail_without_vocabulary():
-    if not SPM_MODEL.is_file():
-        pytest.fail(f"DeBERTa-v3 vocabulary missing: no file at {SPM_MODEL}. Set PYDEBERTA_SPM_MODEL to the "
-                    "spm.model of ../shared/data/deberta-v3 (see its README.md); these tests must not be skipped.")
-
-
 @pytest.fixture(scope="module")
 def v3_folder(tmp_path_factory):
     """A folder holding (a link to) the v3 spm.model, as from_pretrained expects."""
-    _fail_without_vocabulary()
+    fail_without_vocabulary()
     folder = tmp_path_factory.mktemp("deberta-v3")
     (folder / "spm.model").symlink_to(SPM_MODEL)
     return folder
