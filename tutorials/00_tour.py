@@ -70,7 +70,8 @@ print("tokens        ", tokens)
 # where $h$ is the encoder's last hidden state. The class (`pydeberta.modeling`) is a thin holder
 # of the config and the parameters; the head is the pure NumPy function below, from the "book"
 # (`pydeberta.heads`), the modules that write the model out as the paper does. A model call runs a
-# faster twin of the same functions by default, the engine; notebook 07 compares the two.
+# faster twin of the same functions by default, the engine; notebook 07 compares the two, and
+# [docs/architecture.md](../docs/architecture.md) maps the whole package.
 
 # %%
 model = pydeberta.DebertaV2ForMaskedLM.from_pretrained(MODEL)

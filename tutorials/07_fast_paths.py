@@ -16,7 +16,8 @@
 # %% [markdown]
 # # 07 · Fast paths: the book, the engine and the product
 #
-# pydeberta is arranged in three layers (`docs/architecture.md` draws them):
+# pydeberta is arranged in three layers ([docs/architecture.md](../docs/architecture.md) draws them
+# and the data flow):
 #
 # - **The book**: `pydeberta.functional`, `losses`, `positions`, `attention`, `conv`, `model` and
 #   `heads`. The model written out as the paper writes it, in plain NumPy: every term computed in
@@ -29,9 +30,10 @@
 #   length; `attention.py` runs attention a chunk of heads at a time; `model.py` holds the forward
 #   pass and the `Engine`, which derives a model's relative tables once; `pack.py` lays the
 #   parameters out in one aligned buffer.
-# - **The product**: `pydeberta.modeling` (`DebertaV2Model` and the task classes), `pydeberta.hub`,
-#   the pipelines and the tokenizer, with transformers' names. A call checks its inputs, runs the
-#   book or the engine, then the task head and its loss.
+# - **The product**: `pydeberta.modeling` (`DebertaV2Model` and the task classes) with the config,
+#   the checkpoint readers, `pydeberta.hub`, the tokenizer, the pipelines and `viz`, under
+#   transformers' names. A call checks its inputs, runs the book or the engine, then the task head
+#   and its loss.
 #
 # Which implementation a model call runs is the **backend**:
 #
@@ -85,8 +87,8 @@ MODEL = "pydeberta/tiny"
 # The backends this installation has, fastest first, and the kernels of each engine backend
 # (`KERNELS` in `pydeberta.engine.backend`). Then the NumPy attention kernel, and the first line of
 # its compiled twin's documentation. (Under `cython`, NumPy's large temporaries also come from the
-# extension's block cache, reused from one forward to the next; `pydeberta.release_memory()`
-# gives that memory back.)
+# extension's block cache, reused from one forward to the next, unless `PYDEBERTA_BLOCK_CACHE=0`;
+# `pydeberta.release_memory()` gives that memory back.)
 
 # %%
 info = pydeberta.backend_info()
