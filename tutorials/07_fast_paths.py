@@ -48,9 +48,9 @@
 # block with `pydeberta.use_backend(name)`; `pydeberta.backend_info()` says what runs.
 # `output_study=True` always runs the book, whose intermediates it returns.
 #
-# The two engine backends differ only in four kernels: `linear` (the same NumPy kernel in both: one
-# BLAS product for all leading axes), `gelu`, `layer_norm` (with the residual sum fused in) and,
-# the main one, the attention softmax of notebook 03:
+# The engine calls four kernels, one set per engine backend: `linear` (the same NumPy kernel in
+# both sets: one BLAS product for all leading axes), `gelu`, `layer_norm` (with the residual sum
+# fused in) and, the main one, the attention softmax of notebook 03:
 #
 # $$\text{probs}_{ij} = \operatorname{softmax}_j\Big(\text{where}\big(\text{visible}_{ij},\;
 #   \text{c2c}_{ij} + \text{c2p}_{i,\,c(i,j)} + \text{p2c}_{j,\,c(i,j)},\; \text{finfo.min}\big)\Big)$$
