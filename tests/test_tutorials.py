@@ -1,8 +1,11 @@
 """The tutorials: stored as jupytext pairs without outputs, and every one runs top to bottom in a
-fresh headless kernel, draws its figures and prints its checks. Also the README figures script."""
+fresh headless kernel, draws its figures and prints its checks; every check asserts the difference
+it prints. Also the README figures script."""
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +40,48 @@ def kernel_name(tmp_path_factory):
         os.environ["JUPYTER_PATH"] = previous
 
 
+CHECK = "largest difference"
+
+
 def cells(notebook):
     return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+
+def python_source(cell_source):
+    """A code cell's source as Python: IPython magics and shell escapes become comments (line
+    numbers are kept)."""
+    return "\n".join("#" + line if line.lstrip().startswith(("%", "!")) else line
+                     for line in cell_source.splitlines())
+
+
+def prints_a_check(node):
+    """Whether ``node`` is a ``print(...)`` call whose text contains "largest difference"."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"):
+        return False
+    return any(isinstance(n, ast.Constant) and isinstance(n.value, str) and CHECK in n.value
+               for arg in node.args for n in ast.walk(arg))
+
+
+def asserts_a_bound(node):
+    """Whether ``node`` is an ``assert`` whose condition bounds a value: it holds a comparison by
+    ``==``, ``<=`` or ``<``."""
+    return isinstance(node, ast.Assert) and any(
+        isinstance(n, ast.Compare) and any(isinstance(op, (ast.Eq, ast.LtE, ast.Lt)) for op in n.ops)
+        for n in ast.walk(node.test))
+
+
+def unasserted_checks(cell_source):
+    """Lines of the "largest difference" prints in one code cell that no assert bounding a value
+    follows before the next such print (or the end of the cell)."""
+    tree = ast.parse(python_source(cell_source))
+    prints = sorted(node.lineno for node in ast.walk(tree) if prints_a_check(node))
+    asserts = sorted(node.lineno for node in ast.walk(tree) if asserts_a_bound(node))
+    missing = []
+    for k, line in enumerate(prints):
+        end = prints[k + 1] if k + 1 < len(prints) else float("inf")
+        if not any(line < a <= end for a in asserts):
+            missing.append(line)
+    return missing
 
 
 def test_the_tutorials_are_the_eight_in_order():
@@ -57,6 +100,42 @@ def test_notebook_and_its_script_hold_the_same_cells_and_no_outputs(name):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}.ipynb is stored with outputs"
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_check_asserts_the_difference_it_prints(name):
+    """A check that only prints passes whatever it finds: every code cell's "largest difference"
+    print must be followed, in the same cell and before the next such print, by an assert that
+    bounds a value (``assert diff <= 1e-5, diff``), and every notebook has such checks."""
+    notebook = nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    checked = [source for source in code if CHECK in source]
+    assert checked, f"{name} has no code cell printing a {CHECK!r} check"
+    for source in checked:
+        tree = ast.parse(python_source(source))
+        assert any(prints_a_check(node) for node in ast.walk(tree)), \
+            f"{name}: {CHECK!r} appears in a cell but not in a print:\n{source}"
+        missing = unasserted_checks(source)
+        assert not missing, f"{name}: the {CHECK!r} print(s) at line(s) {missing} of this cell assert nothing:\n{source}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prose_cites_no_spec_sections(name):
+    """The prose cites the DeBERTa paper or pages under docs/, never a "spec §N"."""
+    notebook = nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            assert not re.search(r"§|\bspec\b", cell.source), f"{name} cites a spec section:\n{cell.source}"
+
+
+def test_the_assert_check_catches_a_print_only_check():
+    """The source check itself: a bare print fails, a print followed by a bound passes."""
+    assert unasserted_checks('diff = 1.0\nprint("largest difference:", diff)\n') == [2]
+    assert unasserted_checks('print(f"largest difference {d:.2e}")\nassert d is not None\n') == [1]
+    assert unasserted_checks('%matplotlib inline\nfor d in ds:\n    print(f"largest difference {d}")\n'
+                             '    assert d <= 1e-5, d\n') == []
+    assert unasserted_checks('print("largest difference", a)\nprint("largest difference", b)\n'
+                             'assert a == 0 and b == 0\n') == [1]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -37,6 +37,7 @@ import pydeberta
 from pydeberta import viz
 from pydeberta.hub import resolve_model_folder
 from pydeberta.functional import softmax
+from pydeberta.heads import masked_lm_head
 
 MODEL = "pydeberta/tiny"
 
@@ -66,14 +67,17 @@ print("tokens        ", tokens)
 # $$\text{logits} = \mathrm{LN}\big(\mathrm{gelu}(h W_1^\top + b_1)\big)\, W_\text{emb}^\top + b,
 # \qquad p(w \mid \text{text}) = \mathrm{softmax}(\text{logits}_{\text{mask}})_w$$
 #
-# where $h$ is the encoder's last hidden state. The class is a thin holder of the config and
-# the parameters; the head is the pure function below.
+# where $h$ is the encoder's last hidden state. The class (`pydeberta.modeling`) is a thin holder
+# of the config and the parameters; the head is the pure NumPy function below, from the "book"
+# (`pydeberta.heads`), the modules that write the model out as the paper does. A model call runs a
+# faster twin of the same functions by default, the engine; notebook 07 compares the two, and
+# [docs/architecture.md](../docs/architecture.md) maps the whole package.
 
 # %%
 model = pydeberta.DebertaV2ForMaskedLM.from_pretrained(MODEL)
 print(model.config.num_hidden_layers, "layers,", model.config.num_attention_heads, "heads, hidden",
       model.config.hidden_size, ",", f"{model.num_parameters():,}", "parameters")
-print(inspect.getsource(pydeberta.heads.masked_lm_head))
+print(inspect.getsource(masked_lm_head))
 
 # %%
 out = model(**enc, output_attentions=True)
@@ -141,21 +145,25 @@ else:
 # %% [markdown]
 # ## 5. Check
 #
-# The pipeline's scores are the probabilities computed by hand above; a model saved with
-# `save_pretrained` and loaded back from its folder (as any real checkpoint would be) gives the
-# same logits.
+# The pipeline's scores are the probabilities computed by hand above (the pipeline runs the same
+# model on the same ids, so they agree to float32 rounding at most); a model saved with
+# `save_pretrained` and loaded back from its folder (as any real checkpoint would be) holds the same
+# float32 numbers, so it gives exactly the same logits.
 
 # %%
 by_hand = np.array([probs[p["token"]] for p in predictions])
 pipeline_scores = np.array([p["score"] for p in predictions])
-print("largest difference, pipeline vs by hand:", np.abs(by_hand - pipeline_scores).max())
+diff = np.abs(by_hand - pipeline_scores).max()
+print(f"largest difference, pipeline vs by hand: {diff:.2e}")
+assert diff <= 1e-6, diff
 
 with tempfile.TemporaryDirectory() as folder:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     reloaded = pydeberta.DebertaV2ForMaskedLM.from_pretrained(folder)
-    difference = np.abs(reloaded(**enc).logits - out.logits).max()
-print("largest difference, reloaded folder vs bundled model:", difference)
+    diff = np.abs(reloaded(**enc).logits - out.logits).max()
+print(f"largest difference, reloaded folder vs bundled model: {diff:.2e}")
+assert diff == 0, diff  # the same float32 parameters through the same computation
 
 # %% [markdown]
 # A real checkpoint loads the same way: `DebertaV2ForMaskedLM.from_pretrained("path/to/folder")`

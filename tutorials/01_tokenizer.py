@@ -140,7 +140,9 @@ warnings.filterwarnings("ignore", message=".*uses the byte fallback option")  # 
 slow = DebertaV2Tokenizer.from_pretrained(resolve_model_folder(MODEL))
 fast_ids = tokenizer(texts, padding=True, return_tensors="np")["input_ids"]
 slow_ids = slow(texts, padding=True, return_tensors="np")["input_ids"]
-print("largest difference, ids of DebertaV2TokenizerFast vs DebertaV2Tokenizer:", np.abs(fast_ids - slow_ids).max())
+diff = np.abs(fast_ids - slow_ids).max()
+print("largest difference, ids of DebertaV2TokenizerFast vs DebertaV2Tokenizer:", diff)
+assert diff == 0, diff  # integer ids: equal or wrong
 ours = tokenizer(texts, return_offsets_mapping=True)
 try:
     import transformers
@@ -152,6 +154,7 @@ else:
     theirs_fast = transformers.DebertaV2TokenizerFast.from_pretrained(folder)
     differ = [text for text, ids in zip(texts, ours["input_ids"]) if ids != theirs(text)["input_ids"]]
     print("texts whose ids differ from transformers' DebertaV2Tokenizer:", len(differ), differ)
+    assert not differ, differ
     largest, compared = 0, 0
     for text, ids, offsets in zip(texts, ours["input_ids"], ours["offset_mapping"]):
         fast = theirs_fast(text, return_offsets_mapping=True)
@@ -159,6 +162,7 @@ else:
             largest = max(largest, int(np.abs(np.array(offsets) - np.array(fast["offset_mapping"])).max()))
             compared += 1
     print(f"largest difference, offsets vs transformers' DebertaV2TokenizerFast ({compared} texts):", largest)
+    assert compared > 0 and largest == 0, (compared, largest)
 
 # %% [markdown]
 # ## Exercises

@@ -23,7 +23,8 @@
 # (`position_biased_input = False`); instead each attention score looks up an embedding of the
 # **relative distance** $i - j$ between query $i$ and key $j$ (notebook 03 shows how). The same
 # pair of words at the same distance then gets the same position contribution anywhere in the
-# text.
+# text. (He et al., *DeBERTa: Decoding-enhanced BERT with Disentangled Attention*, ICLR 2021,
+# section 3.1; the log buckets below are those of the released DeBERTa-v2/v3 code.)
 #
 # ## Log buckets
 #
@@ -36,7 +37,10 @@
 # and the row of the relative-embedding table (of $2S$ rows, $S$ = `position_buckets`) that the
 # pair $(i, j)$ reads is
 #
-# $$c(i, j) = \operatorname{clip}\big(\mathrm{bucket}(i - j) + S,\; 0,\; 2S - 1\big).$$
+# $$c(i, j) = \operatorname{clip}\big(\mathrm{bucket}(i - j) + S,\; 0,\; 2S - 1\big),$$
+#
+# the paper's relative distance $\delta(i, j)$ of eq. (3), with $k = S$ and the bucket in place
+# of $i - j$.
 
 # %%
 # %matplotlib inline
@@ -143,15 +147,19 @@ print("R", R.shape, " rows read by this sentence:", np.unique(out.study.rel_inde
 # ## Check
 #
 # 1. The model's matrices are the library functions' (and transformers' `make_log_bucket_position`
-#    over every distance up to 4M).
+#    over every distance up to 4M): integers, so exactly.
 # 2. *Why relative*, measured: in layer 0 a token's vector does not depend on its position, so
 #    the pair "the → cat" gets the same score (c2c + c2p + p2c) at both of its places in the
-#    sentence — each time at distance −1.
+#    sentence — each time at distance −1. The same up to float32 rounding: the two pairs are other
+#    rows of the same matrix products, which BLAS may sum in another order.
 
 # %%
-print("largest difference, study.relative_positions vs build_relative_position:",
-      np.abs(out.study.relative_positions - rel).max())
-print("largest difference, study.rel_index vs relative_index:", np.abs(out.study.rel_index - index).max())
+diff = np.abs(out.study.relative_positions - rel).max()
+print("largest difference, study.relative_positions vs build_relative_position:", diff)
+assert diff == 0, diff  # integers: equal or wrong
+diff = np.abs(out.study.rel_index - index).max()
+print("largest difference, study.rel_index vs relative_index:", diff)
+assert diff == 0, diff
 
 warnings.filterwarnings("ignore", message="IProgress not found")
 try:
@@ -164,14 +172,17 @@ else:
     distances = np.arange(-4 * M, 4 * M + 1)
     theirs = hf.make_log_bucket_position(torch.tensor(distances), config.position_buckets, M).numpy()
     ours = make_log_bucket_position(distances, config.position_buckets, M)
-    print(f"largest difference vs transformers' make_log_bucket_position over |r| <= {4 * M}:",
-          np.abs(ours - theirs).max())
+    diff = np.abs(ours - theirs).max()
+    print(f"largest difference vs transformers' make_log_bucket_position over |r| <= {4 * M}:", diff)
+    assert diff == 0, diff
 
 first, second = [(i, i + 1) for i in range(N - 1) if tokens[i:i + 2] == ["▁the", "▁cat"]]
 print("pairs at", first, "and", second)
 score = out.study.c2c[0] + out.study.c2p[0] + out.study.p2c[0]  # [B, H, N, N], layer 0
-print("largest difference between the two pairs' layer-0 scores (every head):",
-      np.abs(score[0, :, first[0], first[1]] - score[0, :, second[0], second[1]]).max())
+diff = np.abs(score[0, :, first[0], first[1]] - score[0, :, second[0], second[1]]).max()
+print(f"largest difference between the two pairs' layer-0 scores (every head): {diff:.2e}"
+      f"  (the scores themselves are up to {np.abs(score[0, :, first[0], first[1]]).max():.2f})")
+assert diff <= 1e-5, diff  # the same numbers in other rows of the matrix products: float32 rounding only
 
 # %% [markdown]
 # ## Exercises

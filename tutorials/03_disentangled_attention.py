@@ -18,7 +18,8 @@
 #
 # DeBERTa keeps *what* a token is (its content vector) apart from *where* it is relative to
 # another (an embedding of the bucketed distance, notebook 02). For query $i$ and key $j$ of one
-# head of size $d$:
+# head of size $d$ (He et al., *DeBERTa: Decoding-enhanced BERT with Disentangled Attention*,
+# ICLR 2021, eq. (4)):
 #
 # $$A_{ij} = \frac{\overbrace{q_i \cdot k_j}^{\text{c2c}} \;+\; \overbrace{q_i \cdot K^r_{c(i,j)}}^{\text{c2p}}
 #   \;+\; \overbrace{k_j \cdot Q^r_{c(i,j)}}^{\text{p2c}}}{\sqrt{3d}},
@@ -30,7 +31,8 @@
 # - $K^r = RW_k + b_k$ and $Q^r = RW_q + b_q$ project the relative-embedding table $R$ `[2S, C]`
 #   with **the same projections as the content** (`share_att_key`, DeBERTa-v3): no extra weights.
 # - **The index rule**: *both* relative terms read the same table row
-#   $c(i,j) = \operatorname{clip}(\mathrm{bucket}(i-j) + S, 0, 2S-1)$. (transformers writes p2c
+#   $c(i,j) = \operatorname{clip}(\mathrm{bucket}(i-j) + S, 0, 2S-1)$, the paper's relative
+#   distance $\delta(i, j)$ of eq. (3) with log buckets (notebook 02). (transformers writes p2c
 #   with $-\mathrm{rel}[j, i]$, which is the same row because the bucket function is odd.)
 # - **Why $\sqrt{3d}$**: each term is a dot product of $d$ roughly unit-variance products, so it
 #   has variance about $d$; three independent terms sum to about $3d$. Dividing by $\sqrt{3d}$
@@ -90,7 +92,7 @@ query = split_heads(linear(x, **params["query_proj"]), H)  # [B, H, N, D]
 key = split_heads(linear(x, **params["key_proj"]), H)  # [B, H, N, D]
 D = query.shape[-1]
 R = relative_embeddings(encoder_params, config)  # [2S, C], layer-normed
-pos_key, pos_query = relative_projections(R, params, H, config.pos_att, config.share_att_key)  # [H, 2S, D] each
+pos_key, pos_query = relative_projections(R, params, config)  # [H, 2S, D] each
 index = relative_index(N, N, config.att_span, config.position_buckets, config.max_relative_span)  # [N, N]
 scale = attention_scale(D, config.pos_att, query.dtype)
 terms = attention_score_terms(query, key, scale, pos_key, pos_query, index)  # each [B, H, N, N]
@@ -145,21 +147,30 @@ fig, ax = viz.plot_term_magnitudes(out)
 # %% [markdown]
 # ## Check against the model
 #
-# The step-by-step terms are the model's `out.study` terms; the masked softmax of their sum is
-# the model's attention; and the library's whole layer applied to `x` gives the next hidden state.
+# `output_study=True` runs the book (`pydeberta.model`), the functions used above, so the
+# step-by-step terms are the model's `out.study` terms exactly; the masked softmax of their sum is
+# the model's attention up to the order of the additions; and the book's whole layer,
+# `encoder_layer`, applied to `x` gives the next hidden state and the same attention exactly.
 
 # %%
 mask = enc["attention_mask"]
 visible = (mask[:, None, :, None] * mask[:, None, None, :]).astype(bool)  # [B, 1, N, N]
 probs = masked_softmax(terms["c2c"] + terms["c2p"] + terms["p2c"], visible)
 for name in ("c2c", "c2p", "p2c"):
-    print(f"largest difference, {name} vs out.study.{name}[{layer}]:",
-          np.abs(terms[name] - getattr(out.study, name)[layer]).max())
-print(f"largest difference, probs vs out.attentions[{layer}]:", np.abs(probs - out.attentions[layer]).max())
+    diff = np.abs(terms[name] - getattr(out.study, name)[layer]).max()
+    print(f"largest difference, {name} vs out.study.{name}[{layer}]: {diff:.2e}")
+    assert diff == 0, diff  # the same functions on the same arrays
+diff = np.abs(probs - out.attentions[layer]).max()
+print(f"largest difference, probs vs out.attentions[{layer}]: {diff:.2e}")
+assert diff <= 1e-6, diff  # the three terms summed in another order
 
-y, _ = encoder_layer(x, encoder_params["layer"][layer], config, visible, (pos_key, pos_query, index))
-print(f"largest difference, encoder_layer(x) vs out.hidden_states[{layer + 1}]:",
-      np.abs(y - out.hidden_states[layer + 1]).max())
+y, layer_probs, _ = encoder_layer(x, encoder_params["layer"][layer], config, visible, R, index)
+diff = np.abs(y - out.hidden_states[layer + 1]).max()
+print(f"largest difference, encoder_layer(x) vs out.hidden_states[{layer + 1}]: {diff:.2e}")
+assert diff == 0, diff
+diff = np.abs(layer_probs - out.attentions[layer]).max()
+print(f"largest difference, encoder_layer's probabilities vs out.attentions[{layer}]: {diff:.2e}")
+assert diff == 0, diff
 
 # %% [markdown]
 # ## Exercises

@@ -45,7 +45,7 @@ import pydeberta
 from pydeberta import viz
 from pydeberta.hub import resolve_model_folder
 from pydeberta.conv import conv1d, conv_layer
-from pydeberta.model import encoder_layer
+from pydeberta.model import encoder_layer, relative_embeddings
 
 MODEL = "pydeberta/tiny"  # only its tokenizer is used here
 
@@ -94,9 +94,9 @@ print("conv output changed at positions:", np.flatnonzero(conv_moved).tolist())
 
 visible = (enc["attention_mask"][:, None, :, None] * enc["attention_mask"][:, None, None, :]).astype(bool)
 layer0 = model.tree["encoder"]["layer"][0]
-relative = (*model.relative_tables()[0], out.study.rel_index)  # layer 0's Kr, Qr and the rows c(i, j)
-Y0, _ = encoder_layer(E0, layer0, config, visible, relative)
-Y0_changed, _ = encoder_layer(changed.hidden_states[0], layer0, config, visible, relative)
+R = relative_embeddings(model.tree["encoder"], config)  # the relative table [2S, C]
+Y0, _, _ = encoder_layer(E0, layer0, config, visible, R, out.study.rel_index)  # rows c(i, j) [N, N]
+Y0_changed, _, _ = encoder_layer(changed.hidden_states[0], layer0, config, visible, R, out.study.rel_index)
 print("layer-0 attention output changed at positions:",
       np.flatnonzero(np.abs(Y0_changed - Y0).max(axis=-1)[0] > 1e-6).tolist())
 
@@ -112,17 +112,23 @@ fig, axes = viz.plot_conv_contribution(out, tokens)
 # ## Check
 #
 # 1. Layer 0 recomputed from its input with `encoder_layer` then `conv_layer` is the model's
-#    `hidden_states[1]`.
-# 2. `conv1d` equals PyTorch's `Conv1d` (cross-correlation, zero padding), also with groups.
-# 3. The whole model equals transformers' `DebertaV2Model` loaded from the same saved folder.
+#    `hidden_states[1]`, and the activated convolution `conv_layer` returns beside it is
+#    `study.conv_output`: exactly, since `output_study=True` runs these same functions (the book,
+#    `pydeberta.model`).
+# 2. `conv1d` equals PyTorch's `Conv1d` (cross-correlation, zero padding), also with groups, to
+#    float32 rounding (at most 1e-4).
+# 3. The whole model equals transformers' `DebertaV2Model` loaded from the same saved folder, to
+#    float32 rounding (at most 1e-4 per hidden state).
 
 # %%
 mask = enc["attention_mask"].astype(np.float32)
-study = {}
-Y0_conv = conv_layer(E0, Y0, mask, conv_params, config, study)
-print("largest difference, conv_layer vs out.hidden_states[1]:", np.abs(Y0_conv - out.hidden_states[1]).max())
-print("largest difference, its conv output vs out.study.conv_output:",
-      np.abs(study["conv_output"] - out.study.conv_output).max())
+Y0_conv, conv_output = conv_layer(E0, Y0, mask, conv_params, config)
+diff = np.abs(Y0_conv - out.hidden_states[1]).max()
+print(f"largest difference, conv_layer vs out.hidden_states[1]: {diff:.2e}")
+assert diff == 0, diff  # the book's own functions on the same arrays
+diff = np.abs(conv_output - out.study.conv_output).max()
+print(f"largest difference, its conv output vs out.study.conv_output: {diff:.2e}")
+assert diff == 0, diff
 
 warnings.filterwarnings("ignore", message="IProgress not found")
 try:
@@ -138,15 +144,18 @@ else:
         b = rng.standard_normal(C).astype(np.float32)
         theirs = torch.nn.functional.conv1d(torch.from_numpy(E0).transpose(1, 2), torch.from_numpy(w),
                                             torch.from_numpy(b), padding=1, groups=groups).transpose(1, 2).numpy()
-        print(f"largest difference, conv1d vs torch conv1d (groups={groups}):",
-              np.abs(conv1d(E0, w, b, groups=groups) - theirs).max())
+        diff = np.abs(conv1d(E0, w, b, groups=groups) - theirs).max()
+        print(f"largest difference, conv1d vs torch conv1d (groups={groups}): {diff:.2e}")
+        assert diff <= 1e-4, diff  # float32, summed in another order
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         hf = transformers.DebertaV2Model.from_pretrained(folder).eval()
     with torch.no_grad():
         hf_out = hf(**{name: torch.from_numpy(value) for name, value in enc.items()}, output_hidden_states=True)
     for index, (ours, theirs) in enumerate(zip(out.hidden_states, hf_out.hidden_states)):
-        print(f"largest difference vs transformers, hidden_states[{index}]:", np.abs(ours - theirs.numpy()).max())
+        diff = np.abs(ours - theirs.numpy()).max()
+        print(f"largest difference vs transformers, hidden_states[{index}]: {diff:.2e}")
+        assert diff <= 1e-4, diff  # float32
 
 # %% [markdown]
 # ## Exercises

@@ -83,13 +83,26 @@ for name, model in heads.items():
     print(f"{name:<20}", shapes)
 
 # %% [markdown]
-# The masked-LM head applied by hand to the last hidden state gives the model's logits:
+# The masked-LM head applied by hand to the last hidden state gives the model's logits. The model
+# call above ran the engine (the default backend), whose twin of `masked_lm_head` computes the
+# same products with its own kernels, so the two agree to float32 rounding; under the `reference`
+# backend the model runs the book's `masked_lm_head` itself, and they are equal.
 
 # %%
 head_params = mlm.tree["lm_predictions"]
 word_embeddings = mlm.tree["deberta"]["embeddings"]["word_embeddings"]["weight"]
 logits = masked_lm_head(mlm_out.hidden_states[-1], head_params, word_embeddings, mlm.config)
-print("logits", logits.shape, " largest difference vs the model:", np.abs(logits - mlm_out.logits).max())
+diff = np.abs(logits - mlm_out.logits).max()
+size = np.abs(mlm_out.logits).max()
+print(f"logits {logits.shape}  largest difference vs the model ({pydeberta.backend_info()['backend']} backend): "
+      f"{diff:.2e}, logits up to {size:.1f}")
+assert diff <= 1e-5 * (1 + size), diff  # float32 rounding, relative to the logits' size
+with pydeberta.use_backend("reference"):
+    book_out = mlm(**enc, output_hidden_states=True)
+diff = np.abs(masked_lm_head(book_out.hidden_states[-1], head_params, word_embeddings, mlm.config)
+              - book_out.logits).max()
+print(f"largest difference vs the model (reference backend): {diff:.2e}")
+assert diff == 0, diff
 
 # %% [markdown]
 # ## Pipelines
@@ -129,14 +142,16 @@ for ax, text, result in zip(axes, texts, results):
 row = 0
 mask_position = int(np.flatnonzero(enc["input_ids"][row] == tokenizer.mask_token_id)[0])
 probs = softmax(mlm_out.logits[row, mask_position])
-print("largest difference, fill-mask pipeline vs softmax(logits):",
-      max(abs(r["score"] - probs[r["token"]]) for r in results[row]))
+diff = max(abs(r["score"] - probs[r["token"]]) for r in results[row])
+print(f"largest difference, fill-mask pipeline vs softmax(logits): {diff:.2e}")
+assert diff <= 1e-6, diff  # probabilities of the same model: float32 rounding at most
 single = tokenizer("The match ended in a draw.", return_tensors="np")
 expected = softmax(heads["sequence classification"](**single).logits[0])
 got = {r["label"]: r["score"] for r in classify("The match ended in a draw.", top_k=None)}
 config = heads["sequence classification"].config
-print("largest difference, text-classification pipeline vs softmax(logits):",
-      max(abs(got[config.id2label[i]] - expected[i]) for i in range(config.num_labels)))
+diff = max(abs(got[config.id2label[i]] - expected[i]) for i in range(config.num_labels))
+print(f"largest difference, text-classification pipeline vs softmax(logits): {diff:.2e}")
+assert diff <= 1e-6, diff
 
 warnings.filterwarnings("ignore", message="IProgress not found")
 try:
@@ -153,8 +168,9 @@ else:
     for text, result in zip(texts, results):
         reference = theirs(text, top_k=8)
         same = [r["token"] for r in result] == [r["token"] for r in reference]
-        print(f"vs transformers: same top-8 tokens {same}; largest score difference",
-              max(abs(a["score"] - b["score"]) for a, b in zip(result, reference)))
+        diff = max(abs(a["score"] - b["score"]) for a, b in zip(result, reference))
+        print(f"vs transformers: same top-8 tokens {same}; largest difference of the scores {diff:.2e}")
+        assert same and diff <= 1e-4, (same, diff)  # float32 probabilities
 
 # %% [markdown]
 # ## Exercises
