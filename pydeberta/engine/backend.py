@@ -11,8 +11,8 @@ backend        what a model call runs
 
 The engine swaps whole kernels, listed in :data:`KERNELS`: ``linear``, ``gelu``, ``layer_norm`` and
 ``disentangled_attention_probs``; every backend gives the same numbers within float rounding
-(``tests/test_engine.py``). ``output_study=True`` always runs the book, whose intermediates it
-returns.
+(``tests/test_engine_kernels.py``, ``tests/test_modeling.py``). ``output_study=True`` always runs
+the book, whose intermediates it returns.
 
 Choosing: ``PYDEBERTA_BACKEND`` (read once, at import; default ``auto``), or :func:`use_backend`
 for a ``with`` block; :func:`backend_info` says what runs. ``PYDEBERTA_BLOCK_CACHE=0`` turns the
