@@ -31,7 +31,8 @@ def conv1d(x, weight, bias, groups=1):
     pad = (k - 1) // 2
     xpad = np.pad(x, ((0, 0), (pad, pad), (0, 0)))  # [B, N + 2p, C]
     w = weight.reshape(groups, C_out // groups, C_in_group, k)  # [g, Co/g, Ci/g, k]
-    windows = (xpad[:, tau:tau + N].reshape(B * N, groups, C_in_group).transpose(1, 0, 2) for tau in range(k))  # [g, B*N, Ci/g]
+    windows = (xpad[:, tau:tau + N].reshape(B * N, groups, C_in_group).transpose(1, 0, 2)
+               for tau in range(k))  # each [g, B*N, Ci/g]: the inputs tap tau sees
     out = sum(window @ w[..., tau].transpose(0, 2, 1) for tau, window in enumerate(windows))  # [g, B*N, Co/g]
     return out.transpose(1, 0, 2).reshape(B, N, C_out) + bias  # [B, N, C]
 
