@@ -9,7 +9,7 @@ Switch from transformers by changing one import::
 
 __version__ = "0.1.0"
 
-from .engine import backend_info, release_memory, use_backend
+from .engine import backend_info, release_memory, set_num_threads, use_backend
 from .errors import CheckpointError, UnsafeCheckpointError
 from .config import DebertaV2Config
 from .encoding import BatchEncoding
@@ -35,6 +35,7 @@ __all__ = [
     "backend_info",
     "use_backend",
     "release_memory",
+    "set_num_threads",
     "CheckpointError",
     "UnsafeCheckpointError",
 ]

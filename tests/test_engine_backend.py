@@ -187,3 +187,84 @@ def test_block_cache_switch(value, on):
     bad = subprocess.run([sys.executable, "-c", "import pydeberta"], capture_output=True, text=True,
                          cwd=tempfile.gettempdir(), env={**os.environ, "PYDEBERTA_BLOCK_CACHE": "maybe"})
     assert bad.returncode != 0 and "PYDEBERTA_BLOCK_CACHE must be 0 or 1, got 'maybe'" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------- threads, fork, spawn
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
+def test_thread_count_is_checked_and_named(bad):
+    with pytest.raises(ValueError, match=r"num_threads must be an integer >= 1, got"):
+        pydeberta.set_num_threads(bad)
+    if bad is not None:  # None: use_backend leaves the count as it is
+        with pytest.raises(ValueError, match=r"num_threads must be an integer >= 1, got"):
+            with dispatch.use_backend("auto", num_threads=bad):
+                pass
+
+
+def test_thread_count_is_capped_at_the_cores_and_reported():
+    before = dispatch.backend_info()["threads"]
+    try:
+        assert pydeberta.set_num_threads(100_000) == dispatch.max_threads()
+        if COMPILED:
+            assert dispatch.backend_info()["threads"] == dispatch.max_threads()
+        with dispatch.use_backend(dispatch.available_backends()[0], num_threads=100_000):  # was a segfault
+            model = pydeberta.DebertaV2Model.from_pretrained("pydeberta/tiny")
+            out = model(input_ids=[[1, 5, 9, 2]]).last_hidden_state
+        assert np.isfinite(out).all()
+        assert pydeberta.set_num_threads(1) == 1
+        if COMPILED:
+            assert dispatch.backend_info()["threads"] == 1
+    finally:
+        pydeberta.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value, expected", [("1", "1"), ("100000", "max")])
+def test_thread_count_from_the_environment(value, expected):
+    done = subprocess.run([sys.executable, "-c", "import pydeberta; i = pydeberta.backend_info(); "
+                           "print(i['threads'], i['max_threads'], i['compiled'])"],
+                          capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                          env={**os.environ, "PYDEBERTA_NUM_THREADS": value})
+    assert done.returncode == 0, done.stderr
+    threads, cap, compiled = done.stdout.split()
+    if compiled == "True":
+        assert threads == (cap if expected == "max" else expected)
+    bad = subprocess.run([sys.executable, "-c", "import pydeberta"], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir(), env={**os.environ, "PYDEBERTA_NUM_THREADS": "two"})
+    assert bad.returncode != 0 and "PYDEBERTA_NUM_THREADS must be an integer >= 1, got 'two'" in bad.stderr
+
+
+CHILD_RUN = """
+import multiprocessing as mp, sys
+import numpy as np
+import pydeberta
+
+def forward(ids):
+    return MODEL(input_ids=ids).last_hidden_state
+
+def load():
+    global MODEL
+    MODEL = pydeberta.DebertaV2Model.from_pretrained("pydeberta/tiny")
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    load()
+    ids = np.arange(3 * 40).reshape(3, 40) % 500
+    parent = forward(ids)  # the parent runs the compiled kernels (and their thread pool) first
+    ctx = mp.get_context(method)
+    with ctx.Pool(2, initializer=None if method == "fork" else load) as pool:
+        children = pool.map(forward, [ids[i:i + 1] for i in range(3)], chunksize=1)
+    worst = max(float(np.abs(child[0] - parent[i]).max()) for i, child in enumerate(children))
+    print(worst)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_model_used_in_the_parent_runs_in_child_processes(method, tmp_path):
+    """A forward in the parent, then the same model in a pool of children: fork (children inherit
+    the model and run their kernels on one thread) and spawn (children load it). Results equal the
+    parent's; a hang fails the test through the timeout."""
+    script = tmp_path / "children.py"
+    script.write_text(CHILD_RUN)
+    done = subprocess.run([sys.executable, str(script), method], capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip().splitlines()[-1]) <= 1e-5

@@ -14,6 +14,8 @@ The engine imports the book (:mod:`pydeberta.functional`, :mod:`pydeberta.attent
 reuse what is already fast enough or to fall back; the book never imports the engine.
 """
 
-from .backend import active_backend, available_backends, backend_info, release_memory, use_backend
+from .backend import (active_backend, available_backends, backend_info, release_memory, set_num_threads,
+                      use_backend)
 
-__all__ = ["active_backend", "available_backends", "backend_info", "release_memory", "use_backend"]
+__all__ = ["active_backend", "available_backends", "backend_info", "release_memory", "set_num_threads",
+           "use_backend"]

@@ -17,6 +17,11 @@ the book, whose intermediates it returns.
 Choosing: ``PYDEBERTA_BACKEND`` (read once, at import; default ``auto``), or :func:`use_backend`
 for a ``with`` block; :func:`backend_info` says what runs. ``PYDEBERTA_BLOCK_CACHE=0`` turns the
 ``cython`` backend's block cache off (:func:`block_cache`).
+
+Threads: the compiled kernels run on :func:`set_num_threads` threads (``PYDEBERTA_NUM_THREADS`` at
+import; default: the cores this process may use). In a child made by ``fork()`` they run on one
+thread: the OpenMP runtime cannot restart its thread pool there (a parallel region in the child
+of a process that used it would wait forever), so the child keeps working, serially.
 """
 
 import contextlib
@@ -66,6 +71,50 @@ if _COMPILED is not None:
                                 _COMPILED["_cy_attention"].disentangled_attention_probs)
 
 
+def max_threads():
+    """The most threads the kernels may use: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_threads(n, source):
+    """``n`` as a thread count: an int >= 1, capped at :func:`max_threads` (more threads than
+    cores only make compute kernels wait for each other), and 1 in a forked child."""
+    if isinstance(n, str) and source == "PYDEBERTA_NUM_THREADS":
+        n = int(n) if n.strip().isdigit() else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{source} must be an integer >= 1, got {n!r}")
+    return 1 if _FORKED_CHILD else min(n, max_threads())
+
+
+def set_num_threads(n):
+    """Run the compiled kernels on ``n`` threads (an integer >= 1; more than :func:`max_threads`
+    is capped there; 1 in a forked child). Results do not depend on it. Returns the count set."""
+    n = _check_threads(n, "num_threads")
+    if _COMPILED is not None:
+        _COMPILED["_cy_threads"].set_num_threads(n)
+    return n
+
+
+def _after_fork_in_child():
+    """The OpenMP pool of the parent does not exist in a forked child: use one thread there."""
+    global _FORKED_CHILD
+    _FORKED_CHILD = True
+    if _COMPILED is not None:
+        _COMPILED["_cy_threads"].set_num_threads(1)
+
+
+_FORKED_CHILD = False
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+if "PYDEBERTA_NUM_THREADS" in os.environ:
+    set_num_threads(_check_threads(os.environ["PYDEBERTA_NUM_THREADS"], "PYDEBERTA_NUM_THREADS"))
+elif _COMPILED is not None:
+    set_num_threads(min(_COMPILED["_cy_threads"].max_threads(), max_threads()))
+
+
 def _resolve(name, source):
     """The concrete backend (``reference``, ``numpy`` or ``cython``) that ``name`` asks for."""
     if not isinstance(name, str) or name not in BACKENDS:
@@ -112,19 +161,22 @@ def activation(name, kernel_set):
 def use_backend(name, num_threads=None):
     """Run a ``with`` block on backend ``name`` (``auto``, ``reference``, ``numpy`` or ``cython``).
 
-    ``num_threads`` also sets the OpenMP threads of the compiled kernels inside the block
-    (results do not depend on it). ``cython`` without the extension raises ``RuntimeError``.
+    ``num_threads`` also sets the threads of the compiled kernels inside the block, as
+    :func:`set_num_threads` (results do not depend on it). ``cython`` without the extension
+    raises ``RuntimeError``.
 
     >>> with use_backend("reference"):
     ...     active_backend()
     'reference'
     """
+    if num_threads is not None:
+        _check_threads(num_threads, "num_threads")
     token = _active.set(_resolve(name, "backend"))
     threads = _COMPILED["_cy_threads"] if (_COMPILED is not None and num_threads is not None) else None
     previous = threads.max_threads() if threads is not None else None
     try:
         if threads is not None:
-            threads.set_num_threads(num_threads)
+            set_num_threads(num_threads)
         yield
     finally:
         if threads is not None:
@@ -153,8 +205,9 @@ def backend_info():
     - ``backend``: ``"reference"``, ``"numpy"`` or ``"cython"`` (active now);
       ``requested``: ``PYDEBERTA_BACKEND``; ``available``: :func:`available_backends`;
     - ``compiled``: whether the extension is built and imports (``reason`` says why not);
-    - ``openmp``: whether it was compiled with OpenMP; ``threads``: OpenMP threads of its kernels
-      (1 without OpenMP or without the extension);
+    - ``openmp``: whether it was compiled with OpenMP; ``threads``: threads of its kernels
+      (1 without OpenMP or without the extension; :func:`set_num_threads`); ``max_threads``: the
+      cap; ``forked_child``: whether this process is a ``fork()`` child (kernels on one thread);
     - ``vector_math``: whether erf/exp run as glibc's SIMD variants;
     - ``block_cache``: whether a forward takes NumPy's large blocks from the extension's cache
       (:func:`block_cache`); ``block_cache_bytes``: what it holds now (:func:`release_memory`);
@@ -169,6 +222,8 @@ def backend_info():
         "reason": _UNAVAILABLE,
         "openmp": threads is not None and threads.openmp_enabled(),
         "threads": threads.max_threads() if threads is not None else 1,
+        "max_threads": max_threads(),
+        "forked_child": _FORKED_CHILD,
         "vector_math": threads is not None and threads.vector_math(),
         "block_cache": active_backend() == "cython" and _BLOCK_CACHE,
         "block_cache_bytes": _COMPILED["_cy_allocator"].cached_bytes() if _COMPILED is not None else 0,
