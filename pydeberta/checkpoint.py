@@ -20,24 +20,26 @@ them. NumPy has no bfloat16, so BF16 is widened to float32 (see
 :func:`pydeberta.torch_pickle.bfloat16_to_float32`).
 
 Public API:
-    read_state_dict(folder)             the folder's weights, float16/bfloat16 upcast to float32
+    read_state_dict(folder, lazy=False) the folder's weights, float16/bfloat16 upcast to float32
+    open_safetensors(path)              a file's tensors from its checked header, read when used
     read_safetensors(path), write_safetensors(path, state_dict)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import safetensors.numpy
 
 from .errors import CheckpointError
 from .torch_pickle import bfloat16_to_float32, read_torch_bin
 
-__all__ = ["CHECKPOINT_FILES", "read_safetensors", "read_state_dict", "write_safetensors"]
+__all__ = ["CHECKPOINT_FILES", "SafetensorsTensor", "open_safetensors", "read_safetensors", "read_state_dict",
+           "write_safetensors"]
 
 
 CHECKPOINT_FILES = (
@@ -49,7 +51,7 @@ CHECKPOINT_FILES = (
 """The weight files `read_state_dict` looks for, first found wins (transformers' order)."""
 
 
-def read_state_dict(folder) -> dict[str, np.ndarray]:
+def read_state_dict(folder, lazy=False) -> dict[str, np.ndarray]:
     """Read the weights of a model folder, whichever of `CHECKPOINT_FILES` it holds.
 
     Keys are returned exactly as stored (no renaming). float16 and bfloat16 tensors are upcast to
@@ -57,6 +59,9 @@ def read_state_dict(folder) -> dict[str, np.ndarray]:
 
     Args:
         folder: str or os.PathLike of a folder (see `resolve_model_folder`).
+        lazy: safetensors tensors come back as :class:`SafetensorsTensor` (header read and
+            checked, weights read when used: a model copies them straight into its buffer, so
+            loading needs no second copy of the weights); ``.bin`` files are read whole.
 
     Returns:
         dict key -> writable np.ndarray; no two arrays share memory.
@@ -79,8 +84,13 @@ def read_state_dict(folder) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"read_state_dict: no checkpoint in {str(folder)!r}; looked for {', '.join(CHECKPOINT_FILES)}"
         )
-    read_file = read_safetensors if ".safetensors" in name else read_torch_bin
+    if ".safetensors" in name:
+        read_file = open_safetensors if lazy else read_safetensors
+    else:
+        read_file = read_torch_bin
     state = _read_sharded(path, read_file) if name.endswith(".index.json") else read_file(path)
+    if lazy:
+        return state
     return {key: value.astype(np.float32) if value.dtype == np.float16 else value for key, value in state.items()}
 
 
@@ -125,40 +135,133 @@ _SAFETENSORS_DTYPES = {
 _WRITABLE_DTYPES = {dtype.newbyteorder("=") for name, dtype in _SAFETENSORS_DTYPES.items() if name != "BF16"}
 
 
-def read_safetensors(path) -> dict[str, np.ndarray]:
-    """Read a .safetensors file into NumPy arrays.
+# A header larger than this is refused before it is read (transformers' largest models have
+# headers of a few hundred KiB; the format allows 100 MB).
+_MAX_HEADER_BYTES = 100 << 20
 
-    dtypes are kept (F16 stays float16) except BF16, which NumPy lacks: it becomes float32,
-    exactly. The whole file is read into memory, then each tensor is copied out once.
 
-    Args:
-        path: str or os.PathLike of a .safetensors file.
+class SafetensorsTensor:
+    """One tensor of a .safetensors file, known by its header entry and read only when asked.
 
-    Returns:
-        dict key -> writable np.ndarray.
+    ``shape`` and ``dtype`` (the array's after reading: BF16 becomes float32) come from the
+    header, checked against the file's size, so a state dict of these can be matched against a
+    config before a byte of weights is read; :meth:`read_into` then copies the tensor straight
+    into its place (a model's packed buffer), converting the dtype on the way.
+    """
+
+    def __init__(self, path, key, dtype_name, shape, begin, end):
+        self.path, self.key, self.dtype_name = path, key, dtype_name
+        self.shape = tuple(shape)
+        self.offset, self.nbytes = begin, end - begin
+        self.file_dtype = _SAFETENSORS_DTYPES[dtype_name]
+        self.dtype = np.dtype(np.float32) if dtype_name == "BF16" else self.file_dtype.newbyteorder("=")
+
+    def _fill(self, array):
+        """Read the tensor's bytes from disk into the C-contiguous ``array`` of the file's dtype."""
+        with open(self.path, "rb") as file:
+            file.seek(self.offset)
+            if file.readinto(array.reshape(-1).view(np.uint8)) != self.nbytes:
+                raise CheckpointError(f"{self.path}: truncated: tensor {self.key!r} ends past the end of the file")
+        return array
+
+    def _raw(self):
+        """The tensor's bytes as a new array of the file's dtype."""
+        return self._fill(np.empty(self.shape, self.file_dtype))
+
+    def read(self):
+        """The tensor as a new array (BF16 widened to float32 exactly, native byte order)."""
+        raw = self._raw()
+        return bfloat16_to_float32(raw) if self.dtype_name == "BF16" else raw.astype(self.dtype, copy=False)
+
+    def read_into(self, out):
+        """Fill ``out`` (an array of this shape, any float dtype) with the tensor; a tensor already
+        of ``out``'s dtype goes from the file into ``out`` with no copy in between."""
+        if out.shape != self.shape:
+            raise ValueError(f"{self.key}: out has shape {out.shape}, the tensor {self.shape}")
+        if self.dtype_name != "BF16" and out.dtype == self.file_dtype and out.flags.c_contiguous:
+            return self._fill(out)
+        out[...] = self.read()
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.read()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"SafetensorsTensor({str(self.path)!r}, {self.key!r}, {self.dtype_name}, {self.shape})"
+
+
+def open_safetensors(path) -> dict[str, SafetensorsTensor]:
+    """The tensors of a .safetensors file from its header alone, checked, nothing else read.
+
+    The header is ``[u64 little-endian N][N bytes of JSON]``; each entry names a dtype, a shape
+    and ``data_offsets [begin, end]`` into the bytes after the header. Checked before anything is
+    allocated: N against the file's size, each dtype, each shape's size against its byte range,
+    every range inside the file and no two overlapping.
 
     Raises:
         FileNotFoundError / OSError: the file cannot be opened.
-        CheckpointError: truncated or corrupt (the message names the file and the library's
-            complaint), or a dtype NumPy cannot hold (float8, ...).
+        CheckpointError: truncated or corrupt (the message names the file and what is wrong),
+            or a dtype NumPy cannot hold (float8, ...).
     """
     path = Path(path)
+    size = path.stat().st_size
+
+    def corrupt(what):
+        return CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {what}")
+
     with open(path, "rb") as file:
-        buffer = file.read()
-    try:
-        tensors = safetensors.deserialize(buffer)  # validates header and offsets; copies each tensor
-    except safetensors.SafetensorError as error:
-        raise CheckpointError(f"{path}: not a valid safetensors file (truncated or corrupt?): {error}") from error
-    state = {}
-    for key, view in tensors:
-        dtype = _SAFETENSORS_DTYPES.get(view["dtype"])
-        if dtype is None:
-            raise CheckpointError(
-                f"{path}: tensor {key!r} has dtype {view['dtype']}; NumPy reads only {', '.join(_SAFETENSORS_DTYPES)}"
-            )
-        array = np.frombuffer(view["data"], dtype).reshape(view["shape"])
-        state[key] = bfloat16_to_float32(array) if view["dtype"] == "BF16" else array
-    return state
+        head = file.read(8)
+        if len(head) < 8:
+            raise corrupt(f"{size} bytes, shorter than the 8-byte header size")
+        header_size = int.from_bytes(head, "little")
+        if header_size > min(size - 8, _MAX_HEADER_BYTES):
+            raise corrupt(f"the header claims {header_size} bytes, the file has {size - 8} after the size")
+        try:
+            header = json.loads(file.read(header_size).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise corrupt(f"the header is not UTF-8 JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise corrupt(f"the header is a JSON {type(header).__name__}, not an object")
+    start, tensors, ranges = 8 + header_size, {}, []
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype_name, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise corrupt(f"tensor {key!r}: expected {{dtype, shape, data_offsets: [begin, end]}}") from None
+        if dtype_name not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: tensor {key!r} has dtype {dtype_name!r}; NumPy reads only "
+                                  f"{', '.join(_SAFETENSORS_DTYPES)}")
+        numbers = [*shape, begin, end] if isinstance(shape, list) else None
+        if numbers is None or not all(type(n) is int and n >= 0 for n in numbers) or begin > end:
+            raise corrupt(f"tensor {key!r}: shape {shape!r} and data_offsets {[begin, end]!r} must be integers >= 0")
+        if math.prod(shape) * _SAFETENSORS_DTYPES[dtype_name].itemsize != end - begin:
+            raise corrupt(f"tensor {key!r}: shape {shape} of {dtype_name} needs "
+                          f"{math.prod(shape) * _SAFETENSORS_DTYPES[dtype_name].itemsize} bytes, "
+                          f"data_offsets give {end - begin}")
+        if start + end > size:
+            raise corrupt(f"tensor {key!r} ends at byte {start + end}, the file has {size}")
+        tensors[key] = SafetensorsTensor(path, key, dtype_name, shape, start + begin, start + end)
+        ranges.append((begin, end, key))
+    ranges.sort()
+    for (_, end, first), (begin, _, second) in zip(ranges, ranges[1:]):
+        if begin < end:
+            raise corrupt(f"tensors {first!r} and {second!r} overlap")
+    return tensors
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    """Read a .safetensors file into NumPy arrays (:func:`open_safetensors`, then each tensor).
+
+    dtypes are kept (F16 stays float16) except BF16, which NumPy lacks: it becomes float32,
+    exactly.
+
+    Returns:
+        dict key -> writable np.ndarray.
+    """
+    return {key: tensor.read() for key, tensor in open_safetensors(path).items()}
 
 
 def write_safetensors(path, state_dict, metadata=None) -> None:

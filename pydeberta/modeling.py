@@ -89,7 +89,7 @@ class DebertaV2PreTrainedModel:
         if config is None:
             config = DebertaV2Config.from_pretrained(folder, **config_overrides)
         cls.check_config(config)
-        state_dict = read_state_dict(folder)
+        state_dict = read_state_dict(folder, lazy=True)  # weights read straight into the model's buffer
         params = match_state_dict(state_dict, config, cls.head, source=str(folder))
         return cls(config, params=params, dtype=dtype)
 

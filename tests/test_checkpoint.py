@@ -179,3 +179,76 @@ def test_reading_checkpoints_does_not_import_torch(bin_folder, safetensors_folde
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading lazily: headers checked first, weights read straight into place
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_lazy_tensors_read_what_the_eager_reader_reads(model, tmp_path, dtype):
+    copy.deepcopy(model).to(dtype).save_pretrained(tmp_path, safe_serialization=True)
+    eager = read_state_dict(tmp_path)
+    lazy = read_state_dict(tmp_path, lazy=True)
+    assert sorted(lazy) == sorted(eager)
+    for key, tensor in lazy.items():
+        assert isinstance(tensor, checkpoint.SafetensorsTensor) and tensor.shape == eager[key].shape
+        out = np.empty(tensor.shape, np.float64)  # another dtype: converted on the way
+        np.testing.assert_array_equal(tensor.read_into(out), eager[key])
+        same = np.empty(tensor.shape, tensor.dtype)
+        np.testing.assert_array_equal(tensor.read_into(same), np.asarray(tensor))
+
+
+def safetensors_file(tmp_path, header, data=b"", size_field=None):
+    """A file made by hand: [u64 header size][JSON header][data]."""
+    text = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes((len(text) if size_field is None else size_field).to_bytes(8, "little") + text + data)
+    return path
+
+
+@pytest.mark.parametrize("header, data, size_field, message", [
+    ({}, b"", 10**12, "the header claims 1000000000000 bytes"),
+    ({"w": {"dtype": "F32", "shape": [10**9, 10**9], "data_offsets": [0, 16]}}, bytes(16), None, "needs"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8), None, "ends at byte"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "v": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12), None, "overlap"),
+    ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, bytes(4), None, "integers >= 0"),
+    ({"w": {"dtype": "F32", "shape": [1]}}, bytes(4), None, "data_offsets"),
+    ({"w": {"dtype": "F8_E4M3", "shape": [1], "data_offsets": [0, 1]}}, bytes(1), None, "NumPy reads only"),
+    ([1, 2], b"", None, "not an object"),
+])
+def test_bad_headers_are_refused_before_anything_is_read(tmp_path, header, data, size_field, message):
+    path = safetensors_file(tmp_path, header, data, size_field)
+    with pytest.raises(CheckpointError, match=message) as error:
+        checkpoint.open_safetensors(path)
+    assert "model.safetensors" in str(error.value)
+
+
+LOAD_MEMORY = """
+import sys
+import pydeberta
+
+def kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+before = kib("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from here
+model = pydeberta.DebertaV2Model.from_pretrained(sys.argv[1])
+weights = sum(array.nbytes for array in model.params.values())
+print((kib("VmHWM") - before) * 1024 / weights)
+"""
+
+
+def test_loading_holds_one_copy_of_the_weights(tmp_path):
+    """A float32 safetensors checkpoint of ~40 MB: the process's peak memory while loading grows
+    by at most 1.25x the weights (they go from the file straight into the model's buffer)."""
+    cfg = dict(vocab_size=2000, hidden_size=256, num_hidden_layers=12, num_attention_heads=4, intermediate_size=1024,
+               relative_attention=True, position_buckets=64, pos_att_type="p2c|c2p", share_att_key=True)
+    transformers.DebertaV2Model(transformers.DebertaV2Config(**cfg)).save_pretrained(tmp_path, safe_serialization=True)
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_MEMORY)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= 1.25, f"loading peaked at {float(done.stdout):.2f}x the weights"

@@ -1,5 +1,7 @@
 """The model's parameters in one aligned buffer (the engine's memory layout for them)."""
 
+import math
+
 import numpy as np
 
 
@@ -13,13 +15,15 @@ def pack(params, dtype, align=64):
     comparison). Each view starts on an ``align``-byte boundary.
 
     Args:
-        params: checkpoint key -> array-like; dtype: the model's dtype.
+        params: checkpoint key -> array-like, or a tensor that reads itself into its place
+            (``read_into(out)``, as :class:`pydeberta.checkpoint.SafetensorsTensor`: loading
+            then holds one copy of the weights, not two); dtype: the model's dtype.
     Returns:
         dict of the same keys -> writable arrays of ``dtype``, each a view of the one buffer.
     """
     dtype = np.dtype(dtype)
     step = max(1, align // dtype.itemsize)
-    sizes = {key: int(np.size(value)) for key, value in params.items()}
+    sizes = {key: math.prod(np.shape(value)) for key, value in params.items()}
     offsets, total = {}, 0
     for key, size in sizes.items():
         offsets[key] = total
@@ -28,8 +32,10 @@ def pack(params, dtype, align=64):
     start = (-buffer.ctypes.data // dtype.itemsize) % step  # first aligned element
     packed = {}
     for key, value in params.items():
-        value = np.asarray(value)
-        view = buffer[start + offsets[key]:start + offsets[key] + sizes[key]].reshape(value.shape)
-        view[...] = value
+        view = buffer[start + offsets[key]:start + offsets[key] + sizes[key]].reshape(np.shape(value))
+        if hasattr(value, "read_into"):
+            value.read_into(view)
+        else:
+            view[...] = value
         packed[key] = view
     return packed
