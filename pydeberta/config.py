@@ -16,10 +16,10 @@ count the log formula cannot use, ...) raise ``ValueError`` when the config is b
 
 import copy
 import json
-import os
 from pathlib import Path
 
 from .functional import ACT2FN
+from .saving import atomic_files
 
 CONFIG_NAME = "config.json"
 
@@ -278,9 +278,9 @@ class DebertaV2Config:
             f.write(self.to_json_string())
 
     def save_pretrained(self, folder):
-        """Write ``folder/config.json`` (the folder is created if needed)."""
-        os.makedirs(folder, exist_ok=True)
-        self.to_json_file(os.path.join(folder, CONFIG_NAME))
+        """Write ``folder/config.json`` (the folder is created if needed), all or nothing."""
+        with atomic_files(folder) as target:
+            self.to_json_file(target(CONFIG_NAME))
 
     def __eq__(self, other):
         return isinstance(other, DebertaV2Config) and self.to_dict() == other.to_dict()

@@ -15,12 +15,10 @@ through :mod:`pydeberta.hub`, :mod:`pydeberta.checkpoint` and :mod:`pydeberta.we
 Shapes: ``B`` batch, ``N`` sequence length, ``C`` hidden size, ``V`` vocabulary, ``H`` heads.
 """
 
-import os
-
 import numpy as np
 
 from .checkpoint import read_state_dict, write_safetensors
-from .config import DebertaV2Config
+from .config import CONFIG_NAME, DebertaV2Config
 from .engine import backend
 from .engine import model as engine_model
 from .engine.pack import pack
@@ -32,6 +30,7 @@ from .losses import bce_with_logits, cross_entropy, mse_loss, soft_cross_entropy
 from .model import backbone
 from .outputs import (BaseModelOutput, MaskedLMOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutput, StudyOutput, TokenClassifierOutput)
+from .saving import atomic_files
 from .weights import expected_shapes, flatten, init_parameters, match_state_dict, unflatten
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -94,10 +93,12 @@ class DebertaV2PreTrainedModel:
         return cls(config, params=params, dtype=dtype)
 
     def save_pretrained(self, folder):
-        """Write ``config.json`` and ``model.safetensors`` (transformers' keys) to ``folder``."""
-        os.makedirs(folder, exist_ok=True)
-        self.config.save_pretrained(folder)
-        write_safetensors(os.path.join(folder, SAFE_WEIGHTS_NAME), self.params, metadata={"format": "pt"})
+        """Write ``config.json`` and ``model.safetensors`` (transformers' keys) to ``folder``, all or
+        nothing (:func:`pydeberta.saving.atomic_files`): a failure raises ``OSError`` and leaves
+        the folder as it was."""
+        with atomic_files(folder) as target:
+            self.config.to_json_file(target(CONFIG_NAME))
+            write_safetensors(target(SAFE_WEIGHTS_NAME), self.params, metadata={"format": "pt"})
 
     @property
     def params(self):

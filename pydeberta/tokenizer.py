@@ -62,6 +62,7 @@ from .encoding import (
 )
 from .hub import resolve_model_folder
 from .offsets import SPIECE_UNDERLINE, OffsetAligner, check_offsets_support, shift_spans
+from .saving import atomic_files
 
 VOCAB_FILE = "spm.model"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -660,7 +661,6 @@ class _DebertaV2TokenizerBase:
         folder = os.fspath(save_directory)
         if os.path.isfile(folder):
             raise ValueError(f"save_directory: {folder!r} is a file, not a folder")
-        os.makedirs(folder, exist_ok=True)
         config = dict(self.init_kwargs)
         config.update(self.special_tokens_map)
         config.update({
@@ -675,18 +675,18 @@ class _DebertaV2TokenizerBase:
             "tokenizer_class": "DebertaV2Tokenizer",
         })
         beyond_vocab = {content: index for content, index in self._added_tokens.items() if index >= self.vocab_size}
-        paths = (os.path.join(folder, TOKENIZER_CONFIG_FILE), os.path.join(folder, SPECIAL_TOKENS_MAP_FILE))
-        for path, content in zip(paths, (config, self.special_tokens_map)):
-            with open(path, "w", encoding="utf-8") as handle:
-                json.dump(content, handle, indent=2, sort_keys=True, ensure_ascii=False)
-                handle.write("\n")
-        paths += self.save_vocabulary(folder)
+        files = {TOKENIZER_CONFIG_FILE: config, SPECIAL_TOKENS_MAP_FILE: self.special_tokens_map}
         if beyond_vocab:
-            paths += (os.path.join(folder, ADDED_TOKENS_FILE),)
-            with open(paths[-1], "w", encoding="utf-8") as handle:
-                json.dump(beyond_vocab, handle, indent=2, sort_keys=True, ensure_ascii=False)
-                handle.write("\n")
-        return paths
+            files[ADDED_TOKENS_FILE] = beyond_vocab
+        with atomic_files(folder) as target:  # all or nothing: a failure leaves the folder as it was
+            for name, content in files.items():
+                with open(target(name), "w", encoding="utf-8") as handle:
+                    json.dump(content, handle, indent=2, sort_keys=True, ensure_ascii=False)
+                    handle.write("\n")
+            with open(target(VOCAB_FILE), "wb") as handle:
+                handle.write(self._sp.serialized_model_proto())
+        names = [TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE] + ([ADDED_TOKENS_FILE] if beyond_vocab else [])
+        return tuple(os.path.join(folder, name) for name in names)
 
     def _added_token_entry(self, content):
         """tokenizer_config.json entry of an added token (transformers' AddedToken fields)."""
