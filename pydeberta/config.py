@@ -38,6 +38,22 @@ _GETATTR_DEFAULTS = {
 }
 
 _PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+_NORM_REL_EBD = ("none", "layer_norm")
+
+# Every field's kind and range, checked before anything is computed from it. The upper limits
+# are far beyond any released model (deberta-v2-xxlarge: 48 layers, hidden 1536, 128100 words)
+# and keep a corrupt or hostile config.json from asking for absurd sizes.
+_INTS = {  # name: (smallest, largest)
+    "vocab_size": (1, 1 << 24), "hidden_size": (1, 1 << 16), "num_hidden_layers": (1, 1024),
+    "num_attention_heads": (1, 1 << 12), "intermediate_size": (1, 1 << 20), "max_position_embeddings": (1, 1 << 20),
+    "embedding_size": (1, 1 << 16), "attention_head_size": (1, 1 << 16), "type_vocab_size": (0, 1 << 16),
+    "max_relative_positions": (-(1 << 31), 1 << 20), "position_buckets": (-(1 << 31), 1 << 16),
+    "conv_kernel_size": (0, 1 << 10), "conv_groups": (1, 1 << 16),
+}
+_FLOATS = ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout",
+           "initializer_range")
+_BOOLS = ("relative_attention", "position_biased_input", "share_att_key", "legacy", "tie_word_embeddings")
+_MAX_PARAMETERS = 1 << 34  # 17 billion: 64 GiB of float32
 _POS_ATT_TYPES = ("c2p", "p2c", "p2p", "none")  # p2p exists in Microsoft's code only; ignored as in HF
 
 
@@ -105,7 +121,11 @@ class DebertaV2Config:
         num_labels = kwargs.pop("num_labels", None)
         kwargs.pop("label2id", None)  # derived from id2label
         if id2label is None:
-            id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
+            if isinstance(num_labels, bool) or not isinstance(num_labels, (int, type(None))) or (num_labels or 1) < 1:
+                raise ValueError(f"config.num_labels must be a positive integer, got {num_labels!r:.80}")
+            id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else min(num_labels, 1 << 20))}
+        if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
+            raise ValueError(f"config.id2label must map label numbers to names, got {id2label!r:.80}")
         self.id2label = {int(k): v for k, v in id2label.items()}
         self.label2id = {v: k for k, v in self.id2label.items()}
         self.problem_type = kwargs.pop("problem_type", None)
@@ -160,18 +180,45 @@ class DebertaV2Config:
         return [x.strip() for x in str(self.norm_rel_ebd).lower().split("|")]
 
     # ----------------------------------------------------------------- validation
+    def check_kinds(self):
+        """Raise ``ValueError`` naming the field when a value has the wrong kind (an int that is a
+        list, a flag that is a string...) or lies outside its range (:data:`_INTS`)."""
+        for name, (low, high) in _INTS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                kind = "a positive integer" if low == 1 else f"an integer in [{low}, {high}]"
+                raise ValueError(f"config.{name} must be {kind}" + (f" (at most {high})" if low == 1 else "")
+                                 + f", got {value!r:.80}")
+        for name in _FLOATS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"config.{name} must be a number, got {value!r:.80}")
+        if self.pad_token_id is not None and (isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)):
+            raise ValueError(f"config.pad_token_id must be an integer or null, got {self.pad_token_id!r:.80}")
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config.{name} must be true or false, got {getattr(self, name)!r:.80}")
+        for name in ("hidden_act", "pooler_hidden_act", "conv_act"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in ACT2FN:
+                raise ValueError(f"config.{name} must be one of {sorted(ACT2FN)}, got {value!r:.80}")
+        if self.pos_att_type is not None and not (
+                isinstance(self.pos_att_type, list) and all(isinstance(t, str) for t in self.pos_att_type)):
+            raise ValueError(f"config.pos_att_type must be a list of names or a '|'-separated string, "
+                             f"got {self.pos_att_type!r:.80}")
+        if not isinstance(self.norm_rel_ebd, str) or any(part not in _NORM_REL_EBD for part in self.norm_rel_ebd_list):
+            raise ValueError(f"config.norm_rel_ebd must be 'none', 'layer_norm' or both joined by '|', "
+                             f"got {self.norm_rel_ebd!r:.80}")
+        C, F, V, E = self.hidden_size, self.intermediate_size, self.vocab_size, self.embedding_size
+        parameters = V * E + self.num_hidden_layers * (4 * C * C + 2 * C * F)
+        if parameters > _MAX_PARAMETERS:
+            raise ValueError(f"config describes {parameters:.3g} parameters (vocab_size {V}, hidden_size {C}, "
+                             f"intermediate_size {F}, num_hidden_layers {self.num_hidden_layers}); at most "
+                             f"{_MAX_PARAMETERS:.3g} are accepted")
+
     def validate(self):
         """Raise ``ValueError`` naming the field when a value cannot build a working model."""
-
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
-
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "embedding_size",
-                     "attention_head_size"):
-            positive_int(name)
+        self.check_kinds()
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"config.hidden_size ({self.hidden_size}) must be a multiple of "

@@ -163,6 +163,20 @@ def init_parameters(config, head="base", seed=None):
     return {key: init_tensor(key, shape, config, rng) for key, shape in expected_shapes(config, head).items()}
 
 
+def summarise(items, most=10):
+    """At most ``most`` lines of ``items``, then how many were left out: a message about a broken
+    checkpoint stays short however many keys it concerns.
+
+    >>> print(summarise([f"k{i}" for i in range(12)], most=2))
+    k0
+      k1
+      ... and 10 more
+    """
+    items = list(items)
+    shown = "\n  ".join(str(item) for item in items[:most])
+    return shown + (f"\n  ... and {len(items) - most} more" if len(items) > most else "")
+
+
 def match_state_dict(state_dict, config, head="base", source="checkpoint"):
     """Map a checkpoint's tensors onto the key table of a model with ``head``.
 
@@ -184,15 +198,17 @@ def match_state_dict(state_dict, config, head="base", source="checkpoint"):
         for key, value in state_dict.items() if key in table and tuple(np.shape(value)) != table[key]
     ]
     if mismatched:
-        raise ValueError(f"shape mismatch between {source} and the config:\n  " + "\n  ".join(mismatched))
+        raise ValueError(f"shape mismatch between {source} and the config:\n  " + summarise(mismatched))
     head_keys = set(head_shapes(config, head))
     missing = [key for key in table if key not in state_dict]
     missing_backbone = [f"{key} {table[key]}" for key in missing if key not in head_keys]
     if missing_backbone:
-        raise ValueError(f"{source} lacks backbone tensors the config requires:\n  " + "\n  ".join(missing_backbone))
+        raise ValueError(f"{source} lacks backbone tensors the config requires:\n  " + summarise(missing_backbone))
     unexpected = [key for key in state_dict if key not in table and not _quietly_ignored(key, config, head)]
     if unexpected:
-        warnings.warn(f"{source} has tensors this model does not use (ignored): {sorted(unexpected)}", stacklevel=3)
+        more = f" and {len(unexpected) - 10} more" if len(unexpected) > 10 else ""
+        warnings.warn(f"{source} has tensors this model does not use (ignored): {sorted(unexpected)[:10]}{more}",
+                      stacklevel=3)
     params = {key: state_dict[key] for key in table if key in state_dict}
     if missing:
         warnings.warn(

@@ -85,6 +85,32 @@ def test_impossible_values_raise_naming_the_field(fields, message):
         DebertaV2Config(**fields)
 
 
+@pytest.mark.parametrize("fields, message", [
+    (dict(pos_att_type=5), "config.pos_att_type must be a list of names"),
+    (dict(hidden_act=["gelu"]), "config.hidden_act must be one of"),
+    (dict(norm_rel_ebd=5), "config.norm_rel_ebd must be 'none', 'layer_norm'"),
+    (dict(norm_rel_ebd="layer_nrom"), "config.norm_rel_ebd must be 'none', 'layer_norm'"),
+    (dict(relative_attention="yes"), "config.relative_attention must be true or false, got 'yes'"),
+    (dict(layer_norm_eps="1e-7"), "config.layer_norm_eps must be a number"),
+    (dict(num_hidden_layers=10**6), r"config.num_hidden_layers must be a positive integer \(at most 1024\)"),
+    (dict(num_hidden_layers=10**9), "config.num_hidden_layers"),
+    (dict(vocab_size=1 << 24, hidden_size=1 << 16, num_attention_heads=1), "parameters"),
+    (dict(id2label=[]), "config.id2label must map label numbers to names"),
+    (dict(num_labels="3"), "config.num_labels must be a positive integer"),
+    (dict(pad_token_id="0"), "config.pad_token_id must be an integer or null"),
+])
+def test_fields_of_the_wrong_kind_or_size_are_named(fields, message):
+    """Checked before anything is computed from them: no 'int object is not iterable', no
+    unhashable list, no silent fallback for a misspelt LayerNorm, no minutes spent on 10**6 layers."""
+    with pytest.raises(ValueError, match=message):
+        DebertaV2Config(**fields)
+
+
+def test_norm_rel_ebd_is_read_case_insensitively_like_transformers():
+    assert DebertaV2Config(norm_rel_ebd="Layer_Norm").norm_rel_ebd_list == ["layer_norm"]
+    assert DebertaV2Config(norm_rel_ebd="layer_norm|none").norm_rel_ebd_list == ["layer_norm", "none"]
+
+
 def test_bad_json_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):

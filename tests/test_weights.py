@@ -195,3 +195,16 @@ def test_loading_and_running_import_neither_torch_nor_transformers(tmp_path):
                             cwd=tempfile.gettempdir())  # the installed package, not the source tree
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 3, 40)"
+
+
+def test_a_checkpoint_far_from_its_config_gets_a_short_error(tmp_path):
+    """A config asking for 1000 layers against a 2-layer checkpoint: the error lists ten missing
+    tensors and counts the rest, instead of thousands of lines."""
+    from pydeberta.weights import match_state_dict
+
+    small = pydeberta.DebertaV2Model(pydeberta.DebertaV2Config(**V3_LIKE), seed=0)
+    big = pydeberta.DebertaV2Config(**dict(V3_LIKE, num_hidden_layers=1000))
+    with pytest.raises(ValueError) as error:
+        match_state_dict(small.params, big, source="small")
+    message = str(error.value)
+    assert message.count("\n") <= 12 and "... and 15958 more" in message, message
