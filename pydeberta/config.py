@@ -15,6 +15,7 @@ count the log formula cannot use, ...) raise ``ValueError`` when the config is b
 """
 
 import copy
+import inspect
 import json
 from pathlib import Path
 
@@ -291,6 +292,8 @@ class DebertaV2Config:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path} is not UTF-8 text: {exc}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, **overrides)
@@ -334,3 +337,10 @@ class DebertaV2Config:
 
     def __repr__(self):
         return f"DebertaV2Config {self.to_json_string()}"
+
+
+CONFIG_FIELDS = frozenset(
+    {name for name in inspect.signature(DebertaV2Config.__init__).parameters if name not in ("self", "kwargs")}
+    | set(_GETATTR_DEFAULTS)
+    | {"pooler_hidden_size", "id2label", "label2id", "num_labels", "problem_type", "tie_word_embeddings"})
+"""The fields a DeBERTa-v2 config has by name (constructor, ``getattr`` and label fields)."""

@@ -18,7 +18,7 @@ Shapes: ``B`` batch, ``N`` sequence length, ``C`` hidden size, ``V`` vocabulary,
 import numpy as np
 
 from .checkpoint import read_state_dict, write_safetensors
-from .config import CONFIG_NAME, DebertaV2Config
+from .config import CONFIG_FIELDS, CONFIG_NAME, DebertaV2Config
 from .engine import backend
 from .engine import model as engine_model
 from .engine.pack import pack
@@ -82,11 +82,21 @@ class DebertaV2PreTrainedModel:
         Args:
             dtype: ``np.float32`` (default) or ``np.float64``; everything is computed in it.
             config: a :class:`DebertaV2Config` to use instead of the folder's ``config.json``.
-            **config_overrides: fields replacing those of ``config.json`` (e.g. ``num_labels=3``).
+            **config_overrides: fields replacing those of ``config.json`` (e.g. ``num_labels=3``);
+                a name that is neither a config field nor an option raises ``TypeError``, as in
+                transformers, rather than being stored and ignored.
         """
+        if config is not None and config_overrides:
+            raise TypeError(f"from_pretrained: pass either config= or config fields {sorted(config_overrides)}, not both")
         folder = resolve_model_folder(name_or_path)
         if config is None:
-            config = DebertaV2Config.from_pretrained(folder, **config_overrides)
+            config = DebertaV2Config.from_pretrained(folder)
+            unknown = sorted(set(config_overrides) - CONFIG_FIELDS - set(config.to_dict()))
+            if unknown:
+                raise TypeError(f"from_pretrained() got unexpected keyword argument(s) {unknown}: neither a field of "
+                                f"DebertaV2Config nor an option (dtype, config)")
+            if config_overrides:
+                config = DebertaV2Config.from_dict(config.to_dict(), **config_overrides)
         cls.check_config(config)
         state_dict = read_state_dict(folder, lazy=True)  # weights read straight into the model's buffer
         params = match_state_dict(state_dict, config, cls.head, source=str(folder))

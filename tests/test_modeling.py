@@ -301,3 +301,21 @@ def test_outputs_read_by_attribute_key_and_index():
     assert out.keys() == ["loss", "logits"]
     assert out["logits"] is out.logits and out[1] is out.logits and out[0] is out.loss
     assert_close("loss", out[0], theirs[0], 1e-5)
+
+
+def test_from_pretrained_refuses_keywords_it_would_ignore(tmp_path):
+    """transformers raises TypeError for a keyword that is neither a config field nor an option;
+    storing it as a new field would silently ignore it (e.g. a misspelt option)."""
+    pydeberta.DebertaV2Model(pydeberta.DebertaV2Config(**V3_LIKE), seed=0).save_pretrained(tmp_path)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['quantize'\]"):
+        pydeberta.DebertaV2Model.from_pretrained(tmp_path, quantize="int8")
+    with pytest.raises(TypeError, match="not both"):
+        pydeberta.DebertaV2Model.from_pretrained(tmp_path, config=pydeberta.DebertaV2Config(**V3_LIKE), num_labels=3)
+    model = pydeberta.DebertaV2ForSequenceClassification.from_pretrained(tmp_path, num_labels=3, layer_norm_eps=1e-5)
+    assert model.config.num_labels == 3 and model.config.layer_norm_eps == 1e-5
+
+
+def test_a_config_json_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "config.json").write_bytes(b'{"hidden_size": "\xff"}')
+    with pytest.raises(ValueError, match=r"config.json is not UTF-8 text"):
+        pydeberta.DebertaV2Config.from_pretrained(tmp_path)
