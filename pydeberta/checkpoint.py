@@ -27,6 +27,7 @@ Public API:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -59,9 +60,10 @@ def read_state_dict(folder, lazy=False) -> dict[str, np.ndarray]:
 
     Args:
         folder: str or os.PathLike of a folder (see `resolve_model_folder`).
-        lazy: safetensors tensors come back as :class:`SafetensorsTensor` (header read and
-            checked, weights read when used: a model copies them straight into its buffer, so
-            loading needs no second copy of the weights); ``.bin`` files are read whole.
+        lazy: tensors come back as :class:`SafetensorsTensor` (header read and checked, weights
+            read when used: a model copies them straight into its buffer, so loading needs no
+            second copy of the weights) or :class:`~pydeberta.torch_pickle.TorchTensor` (``.bin``:
+            the file is read, each tensor made only when used, after its shape was matched).
 
     Returns:
         dict key -> writable np.ndarray; no two arrays share memory.
@@ -87,7 +89,7 @@ def read_state_dict(folder, lazy=False) -> dict[str, np.ndarray]:
     if ".safetensors" in name:
         read_file = open_safetensors if lazy else read_safetensors
     else:
-        read_file = read_torch_bin
+        read_file = functools.partial(read_torch_bin, lazy=lazy)
     state = _read_sharded(path, read_file) if name.endswith(".index.json") else read_file(path)
     if lazy:
         return state

@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ["bfloat16_to_float32", "read_torch_bin"]
+__all__ = ["TorchTensor", "bfloat16_to_float32", "read_torch_bin"]
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -93,7 +93,32 @@ class _TensorRef(NamedTuple):
     stride: tuple
 
 
-def read_torch_bin(path) -> dict[str, np.ndarray]:
+class TorchTensor:
+    """One tensor of a ``torch.save`` file: its shape and dtype from the pickle, its values made
+    only when asked (:meth:`read`, :meth:`read_into`), so a state dict of these can be matched
+    against a config before anything of the tensor's size is allocated (an expanded tensor, stride
+    0, may claim far more elements than its storage holds)."""
+
+    def __init__(self, ref, data, byteorder, path, key):
+        self._ref, self._data, self._byteorder, self.path, self.key = ref, data, byteorder, path, key
+        self.shape = ref.size
+        self.dtype = np.dtype(np.float32) if ref.dtype == "bfloat16" else _TORCH_DTYPES[ref.dtype]
+
+    def read(self):
+        """The tensor as a new C-contiguous array (bfloat16 widened to float32)."""
+        return _tensor_to_numpy(self._ref, self._data, self._byteorder, self.path, self.key)
+
+    def read_into(self, out):
+        """Fill ``out`` (an array of this shape) with the tensor, converting its dtype."""
+        out[...] = self.read()
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.read()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def read_torch_bin(path, lazy=False) -> dict[str, np.ndarray]:
     """Read a torch.save state dict (a pytorch_model.bin) without importing or trusting torch.
 
     Reads the zip format (torch.save's default since PyTorch 1.6) and the older stream format
@@ -107,6 +132,7 @@ def read_torch_bin(path) -> dict[str, np.ndarray]:
 
     Args:
         path: str or os.PathLike of the file.
+        lazy: return :class:`TorchTensor` objects (values made when read) instead of arrays.
 
     Returns:
         dict key -> writable, C-contiguous np.ndarray (the file must hold a flat dict of tensors).
@@ -132,12 +158,27 @@ def read_torch_bin(path) -> dict[str, np.ndarray]:
             raise CheckpointError(
                 f"{path}: expected a flat dict str -> tensor, but {key!r} holds {type(tensor).__name__}"
             )
-        arrays[key] = _tensor_to_numpy(tensor, storages[tensor.storage.key], byteorder, path, key)
-    return arrays
+        arrays[key] = TorchTensor(tensor, storages[tensor.storage.key], byteorder, path, key)
+    return arrays if lazy else {key: tensor.read() for key, tensor in arrays.items()}
+
+
+# torch.save stores its entries uncompressed; a zip entry may expand to at most this many times
+# the archive's size (plus 64 MiB), checked from its declared size before anything is inflated.
+_ZIP_EXPANSION = 4
 
 
 def _read_zip(file, path: Path):
     """The unpickled state (with _TensorRef stand-ins), storage key -> bytes, and byte order of a zip file."""
+    budget = [_ZIP_EXPANSION * os.fstat(file.fileno()).st_size + (64 << 20)]  # bytes all entries may inflate to
+
+    def read(archive, name):
+        declared = archive.getinfo(name).file_size
+        if declared > budget[0]:
+            raise CheckpointError(f"{path}: zip entry {name!r} declares {declared} bytes, more than the archive's "
+                                  f"entries may inflate to ({_ZIP_EXPANSION}x its size + 64 MiB); refusing to read it")
+        budget[0] -= declared
+        return archive.read(name)
+
     try:
         with zipfile.ZipFile(file) as archive:
             names = set(archive.namelist())
@@ -148,14 +189,14 @@ def _read_zip(file, path: Path):
                     f"found {sorted(pickles)}"
                 )
             prefix = pickles[0][: -len("data.pkl")]
-            unpickler = _StateDictUnpickler(io.BytesIO(archive.read(pickles[0])), path)
+            unpickler = _StateDictUnpickler(io.BytesIO(read(archive, pickles[0])), path)
             state = _unpickle(unpickler)
             storages = {}
             for key in unpickler.storages:
                 if f"{prefix}data/{key}" not in names:
                     raise CheckpointError(f"{path}: the pickle uses storage {key!r}, but {prefix}data/{key} is missing")
-                storages[key] = archive.read(f"{prefix}data/{key}")
-            byteorder = archive.read(prefix + "byteorder").decode() if prefix + "byteorder" in names else "little"
+                storages[key] = read(archive, f"{prefix}data/{key}")
+            byteorder = read(archive, prefix + "byteorder").decode() if prefix + "byteorder" in names else "little"
     except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: not a valid zip archive (truncated or corrupt?): {error}") from error
     if byteorder not in ("little", "big"):

@@ -8,6 +8,8 @@ torch's own widening to float32).
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -211,3 +213,55 @@ def test_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="notes.bin"):
         read_torch_bin(path)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Sizes checked before anything of them is allocated
+# ------------------------------------------------------------------------------------------------
+
+def test_a_zip_entry_that_would_inflate_far_beyond_the_file_is_refused(tmp_path):
+    """A 300 MB data.pkl deflated into a file of a few hundred KB: refused from its declared size."""
+    path = tmp_path / "bomb.bin"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", bytes(300 << 20))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match=r"bomb.bin: zip entry 'archive/data.pkl' declares 314572800 bytes"):
+        read_torch_bin(path)
+
+
+EXPANDED = """
+import sys
+import pydeberta
+
+def kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+before = kib("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")
+try:
+    pydeberta.DebertaV2Model.from_pretrained(sys.argv[1])
+except ValueError as error:
+    print(type(error).__name__, str(error).splitlines()[0])
+print((kib("VmHWM") - before) // 1024)
+"""
+
+
+def test_an_expanded_tensor_is_matched_against_the_config_before_it_is_made(tmp_path):
+    """torch.save writes an expanded tensor (stride 0) as its one-element storage: a tiny file may
+    claim 1.6 GB. Loading matches its shape against the config first and refuses it, in a few MiB."""
+    import transformers
+
+    cfg = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+    model = transformers.DebertaV2Model(transformers.DebertaV2Config(**cfg))
+    state = dict(model.state_dict())
+    state["embeddings.word_embeddings.weight"] = torch.zeros(1).expand(20000, 20000)  # 1.6 GB if made
+    model.config.save_pretrained(tmp_path)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    assert (tmp_path / "pytorch_model.bin").stat().st_size < 1 << 20
+    script = tmp_path / "load.py"
+    script.write_text(EXPANDED)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
+    assert done.returncode == 0, done.stderr
+    message, grown = done.stdout.strip().splitlines()
+    assert message.startswith("ValueError shape mismatch") and int(grown) < 64, done.stdout
