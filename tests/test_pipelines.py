@@ -463,3 +463,21 @@ def test_texts_longer_than_model_max_length_are_truncated_as_transformers(folder
         assert max(entity["end"] for entity in expected[2]) <= NER_TEXTS[2].index(" York")
     else:
         assert_matches(mine(NER_TEXTS, **options), expected, batched=True)
+
+
+@pytest.mark.parametrize("task, model, bad", [
+    ("fill-mask", "mlm", None), ("fill-mask", "mlm", 5), ("fill-mask", "mlm", {"text": "A [MASK]."}),
+    ("fill-mask", "mlm", ["A [MASK].", None]), ("ner", "ner", None), ("ner", "ner", 3.5),
+    ("zero-shot-classification", "nli", None), ("zero-shot-classification", "nli", {"x": 1}),
+])
+def test_inputs_that_are_not_texts_are_named(ours, task, model, bad):
+    """None, numbers and dicts are refused naming the argument, not read as their keys or iterated."""
+    args = (bad, ["sports"]) if task == "zero-shot-classification" else (bad,)
+    with pytest.raises(TypeError, match=r"(inputs|sequences) must be a text or a list of texts, got"):
+        ours(task, model)(*args)
+
+
+@pytest.mark.parametrize("template", ["The topic is {1}.", "The topic is {label}.", "The topic is {"])
+def test_a_hypothesis_template_that_cannot_take_the_label_is_named(ours, template):
+    with pytest.raises(ValueError, match=r"hypothesis_template .* must hold one empty slot"):
+        ours("zero-shot-classification", "nli")("A text.", ["sports"], hypothesis_template=template)

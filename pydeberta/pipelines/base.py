@@ -60,11 +60,14 @@ def truncation_limit(tokenizer):
     return None if limit is None or limit > LARGE_INTEGER else int(limit)
 
 
-def as_texts(inputs, task):
-    """``inputs`` (a text or a list of texts) as a list of texts; ``TypeError`` naming ``task`` otherwise."""
-    texts = [inputs] if isinstance(inputs, str) else list(inputs)
-    if not all(isinstance(text, str) for text in texts):
-        raise TypeError(f"{task} takes a text or a list of texts")
+def as_texts(inputs, task, name="inputs"):
+    """``inputs`` (a text or a list/tuple of texts) as a list of texts; ``TypeError`` naming
+    ``task``, the argument and what came otherwise (None, a number, a dict, a list holding one)."""
+    texts = [inputs] if isinstance(inputs, str) else list(inputs) if isinstance(inputs, (list, tuple)) else None
+    if texts is None or not all(isinstance(text, str) for text in texts):
+        culprit = inputs if texts is None else next(text for text in texts if not isinstance(text, str))
+        raise TypeError(f"{task}: {name} must be a text or a list of texts, got {type(culprit).__name__} "
+                        f"{culprit!r:.60}")
     return texts
 
 

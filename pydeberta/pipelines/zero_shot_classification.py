@@ -27,7 +27,7 @@ import numpy as np
 
 from ..functional import softmax
 from ..modeling import DebertaV2ForSequenceClassification
-from .base import MODEL_INPUTS, Pipeline, split_rows, truncation_limit
+from .base import MODEL_INPUTS, Pipeline, as_texts, split_rows, truncation_limit
 
 
 def entailment_id(config):
@@ -74,9 +74,14 @@ class ZeroShotClassificationPipeline(Pipeline):
             options["candidate_labels"] = candidate_labels
         batch_size, options = self.settings(batch_size, options)
         labels, template = options["candidate_labels"], options["hypothesis_template"]
-        texts = [sequences] if isinstance(sequences, str) else list(sequences)
+        texts = as_texts(sequences, "zero-shot-classification", "sequences")
         if not labels or not texts:
             raise ValueError("You must include at least one label and at least one sequence.")
+        try:
+            template.format(labels[0])
+        except (IndexError, KeyError, ValueError) as error:
+            raise ValueError(f"hypothesis_template {template!r} must hold one empty slot {{}} for the label; "
+                             f"formatting it failed ({type(error).__name__}: {error})") from None
         if template.format(labels[0]) == template:
             raise ValueError(f'The provided hypothesis_template "{template}" was not able to be formatted with the '
                              "target labels. Make sure the passed template includes formatting syntax such as {} "
