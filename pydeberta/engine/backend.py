@@ -82,8 +82,6 @@ def max_threads():
 def _check_threads(n, source):
     """``n`` as a thread count: an int >= 1, capped at :func:`max_threads` (more threads than
     cores only make compute kernels wait for each other), and 1 in a forked child."""
-    if isinstance(n, str) and source == "PYDEBERTA_NUM_THREADS":
-        n = int(n) if n.strip().isdigit() else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{source} must be an integer >= 1, got {n!r}")
     return 1 if _FORKED_CHILD else min(n, max_threads())
@@ -110,7 +108,8 @@ _FORKED_CHILD = False
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 if "PYDEBERTA_NUM_THREADS" in os.environ:
-    set_num_threads(_check_threads(os.environ["PYDEBERTA_NUM_THREADS"], "PYDEBERTA_NUM_THREADS"))
+    _text = os.environ["PYDEBERTA_NUM_THREADS"].strip()
+    set_num_threads(_check_threads(int(_text) if _text.isdigit() else _text, "PYDEBERTA_NUM_THREADS"))
 elif _COMPILED is not None:
     set_num_threads(min(_COMPILED["_cy_threads"].max_threads(), max_threads()))
 
