@@ -18,6 +18,11 @@ resolves only the handful of names a state dict needs, to harmless stand-ins, an
 other name with :class:`~pydeberta.errors.UnsafeCheckpointError`. Tensors come back as NumPy
 arrays copied out of their storage through (offset, size, stride), so views, transposes and tied
 weights give exactly torch's values.
+
+A pickle can also nest values a million deep in a few bytes; building one is harmless, but
+hashing a deeply nested tuple (a dict key) overflows the C stack and kills the process, and
+printing one raises ``RecursionError``. So each pickle's opcodes are first read without building
+anything (:func:`check_nesting`), and one nesting deeper than a state dict ever does is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -35,7 +41,7 @@ import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError
 
-__all__ = ["TorchTensor", "bfloat16_to_float32", "read_torch_bin"]
+__all__ = ["TorchTensor", "bfloat16_to_float32", "check_nesting", "read_torch_bin"]
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -238,6 +244,94 @@ def _read_legacy(file, path: Path):
     return state, storages, "little"
 
 
+# A state dict nests a few levels (dict -> tensor -> its arguments -> a size tuple); this is far
+# beyond that, and far below the depth at which Python's recursion fails.
+MAX_NESTING = 64
+# About 30 opcodes per tensor: 130,000 tensors in one file. Bounds the time and memory a pickle
+# can take before it is refused (a few bytes per opcode, a Python object each when run).
+MAX_OPCODES = 1 << 22
+# Opcodes that change a container already on the stack rather than making a new value.
+_CHANGES_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+
+
+class _Value:
+    """What :func:`check_nesting` knows of a value on the pickle's stack: how deeply it nests
+    (0 for a scalar) and whether a container holds it yet."""
+
+    __slots__ = ("depth", "held")
+
+    def __init__(self):
+        self.depth, self.held = 0, False
+
+
+def check_nesting(file, path) -> None:
+    """Read one pickle's opcodes from ``file`` (pickletools; nothing is built, nothing called)
+    and refuse it if a value nests more than :data:`MAX_NESTING` levels deep, or it has more
+    than :data:`MAX_OPCODES` opcodes.
+
+    The pickle machine is followed with one :class:`_Value` per stack entry: a new value nests
+    one level deeper than the deepest it was built from; an in-place change (APPEND, SETITEM,
+    BUILD ...) deepens its container. A container changed after another one took it in (a cycle,
+    or a structure deepened behind its holder's back) is refused too: Python's pickler never
+    writes that for a state dict, and refusing it keeps every depth recorded here an upper bound
+    of the real one (every callable :class:`_StateDictUnpickler` resolves returns a new value).
+
+    Leaves ``file`` just after the pickle's STOP.
+
+    Raises:
+        CheckpointError: naming ``path``: nested too deeply, too long, changed after being nested, or
+            malformed (unknown opcode, truncated, stack or memo out of step).
+    """
+    stack, marks, memo = [], [], {}
+    try:
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(file)):
+            if count == MAX_OPCODES:
+                raise CheckpointError(f"{path}: the pickle has more than {MAX_OPCODES} opcodes; a state dict "
+                                      f"has about 30 per tensor")
+            name, before = opcode.name, opcode.stack_before
+            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET", "DUP"):
+                stack.append(stack[-1] if name == "DUP" else memo[arg])
+                continue
+            if name == "MARK":
+                marks.append(len(stack))
+                continue
+            if name == "POP" and marks and marks[-1] == len(stack):  # POP at a mark pops the mark
+                marks.pop()
+                continue
+            if pickletools.markobject in before:  # [k values below the mark, mark, the values above it]
+                first = marks.pop() - before.index(pickletools.markobject)
+            else:
+                first = len(stack) - len(before)
+            if first < 0:
+                raise IndexError("the stack is shorter than the opcode needs")
+            taken = stack[first:]
+            del stack[first:]
+            if not opcode.stack_after:  # POP, POP_MARK, STOP
+                continue
+            if name in _CHANGES_IN_PLACE:
+                value, parts = taken[0], taken[1:]
+                if value.held:
+                    raise CheckpointError(f"{path}: the pickle changes a container after putting it into another "
+                                          f"one (a cycle?); a state dict never does")
+            else:
+                value, parts = _Value(), taken
+            for part in parts:
+                part.held = True
+                value.depth = max(value.depth, part.depth + 1)
+            if value.depth > MAX_NESTING:
+                raise CheckpointError(f"{path}: the pickle nests values more than {MAX_NESTING} levels deep; "
+                                      f"a state dict nests a few")
+            stack.append(value)
+    except CheckpointError:
+        raise
+    except (ValueError, IndexError, KeyError) as error:  # genops: unknown opcode, truncated; stack or memo
+        detail = f"memo entry {error} is read before it is written" if isinstance(error, KeyError) else error
+        raise CheckpointError(f"{path}: not a valid torch.save pickle (truncated or corrupt?): {detail}") from None
+
+
 def _unpickle(unpickler: _StateDictUnpickler):
     """unpickler.load(), any failure but ours reported as a CheckpointError naming the file."""
     try:
@@ -260,8 +354,15 @@ class _StateDictUnpickler(pickle.Unpickler):
 
     def __init__(self, file, path: Path):
         super().__init__(file)
-        self.path = path
+        self.file, self.path = file, path
         self.storages: dict[str, _Storage] = {}
+
+    def load(self):
+        """The pickle's value, after :func:`check_nesting` has read it once without building it."""
+        start = self.file.tell()
+        check_nesting(self.file, self.path)
+        self.file.seek(start)
+        return super().load()
 
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
@@ -315,7 +416,10 @@ class _StateDictUnpickler(pickle.Unpickler):
         return self._tensor(storage, dtype.name, storage_offset, size, stride)
 
     def _rebuild_parameter(self, data, requires_grad, backward_hooks):
-        """Stand-in for torch._utils._rebuild_parameter: an nn.Parameter is its tensor."""
+        """Stand-in for torch._utils._rebuild_parameter: an nn.Parameter is its tensor (and only
+        a tensor: passing anything else through would let the pickle alias a container)."""
+        if not isinstance(data, _TensorRef):
+            raise CheckpointError(f"{self.path}: a parameter's data is {type(data).__name__}, not a tensor")
         return data
 
     def _tensor(self, storage, dtype, offset, size, stride) -> _TensorRef:

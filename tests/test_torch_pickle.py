@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from checkpoints import TORCH_DTYPES, assert_same, to_numpy, torch_save
 from pydeberta.errors import CheckpointError, UnsafeCheckpointError
-from pydeberta.torch_pickle import read_torch_bin
+from pydeberta.torch_pickle import MAX_NESTING, check_nesting, read_torch_bin
 
 # ------------------------------------------------------------------------------------------------
 # read_torch_bin: dtypes, views, tied storage, both file formats
@@ -265,3 +265,16 @@ def test_an_expanded_tensor_is_matched_against_the_config_before_it_is_made(tmp_
     assert done.returncode == 0, done.stderr
     message, grown = done.stdout.strip().splitlines()
     assert message.startswith("ValueError shape mismatch") and int(grown) < 64, done.stdout
+
+
+def test_nesting_is_measured_before_unpickling(tmp_path):
+    """64 levels are read; 65 are refused before a value is built; so is a container changed after
+    being nested (a list appended to itself twice). A real state dict nests 6 levels."""
+    tuples = lambda depth: b"\x80\x02N" + b"\x85" * depth + b"."  # None in `depth` 1-tuples
+    check_nesting(io.BytesIO(tuples(MAX_NESTING)), "ok.pkl")
+    with pytest.raises(CheckpointError, match=f"deep.pkl: the pickle nests values more than {MAX_NESTING} levels"):
+        check_nesting(io.BytesIO(tuples(MAX_NESTING + 1)), "deep.pkl")
+    with pytest.raises(CheckpointError, match="cycle.pkl: the pickle changes a container after putting it"):
+        check_nesting(io.BytesIO(b"\x80\x02]q\x00h\x00ah\x00a."), "cycle.pkl")
+    path = torch_save(tmp_path, {"w": torch.nn.Parameter(torch.ones(2, 3).t())})
+    assert read_torch_bin(path)["w"].shape == (3, 2)
