@@ -23,6 +23,7 @@ Public API:
     read_state_dict(folder, lazy=False) the folder's weights, float16/bfloat16 upcast to float32
     open_safetensors(path)              a file's tensors from its checked header, read when used
     read_safetensors(path), write_safetensors(path, state_dict)
+    read_json(path)                     any JSON file of the folder (config, index, tokenizer files)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import functools
 import json
 import math
 import os
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,8 @@ import safetensors.numpy
 from .errors import CheckpointError
 from .torch_pickle import bfloat16_to_float32, read_torch_bin
 
-__all__ = ["CHECKPOINT_FILES", "SafetensorsTensor", "open_safetensors", "read_safetensors", "read_state_dict",
-           "write_safetensors"]
+__all__ = ["CHECKPOINT_FILES", "SafetensorsTensor", "open_safetensors", "read_json", "read_safetensors",
+           "read_state_dict", "write_safetensors"]
 
 
 CHECKPOINT_FILES = (
@@ -50,6 +52,55 @@ CHECKPOINT_FILES = (
     "pytorch_model.bin.index.json",
 )
 """The weight files `read_state_dict` looks for, first found wins (transformers' order)."""
+
+
+# The JSON files of a checkpoint nest three or four levels; deeper values would exhaust Python's
+# recursion in whatever copies or prints them (copy.deepcopy, repr).
+MAX_JSON_NESTING = 32
+
+
+def read_json(path, what="the file"):
+    """The value of a JSON file of a checkpoint folder (``config.json``, an index, a tokenizer file).
+
+    Args:
+        path: str or os.PathLike of the file.
+        what: how the error names the JSON inside the file ("the header" of a safetensors file).
+
+    Raises:
+        FileNotFoundError / OSError: the file cannot be opened.
+        CheckpointError: naming the file: not UTF-8, not JSON, or nested more than
+            :data:`MAX_JSON_NESTING` levels deep.
+    """
+    with open(path, "rb") as file:
+        return _parse_json(file.read(), path, what)
+
+
+def _parse_json(data: bytes, path, what="the file"):
+    """:func:`read_json` of bytes already read from ``path``."""
+    too_deep = CheckpointError(f"{path}: {what} nests JSON values more than {MAX_JSON_NESTING} levels deep")
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path}: {what} is not UTF-8 text ({error})") from None
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {what} is not valid JSON ({error})") from None
+    except RecursionError:  # deeper than the parser goes
+        raise too_deep from None
+    if _nesting(value) > MAX_JSON_NESTING:
+        raise too_deep
+    return value
+
+
+def _nesting(value) -> int:
+    """How many lists and objects deep ``value`` goes (0 for a number or a string), counted without
+    recursion and only to one level past :data:`MAX_JSON_NESTING`."""
+    deepest, todo = 0, [(value, 1)]
+    while todo and deepest <= MAX_JSON_NESTING:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def read_state_dict(folder, lazy=False) -> dict[str, np.ndarray]:
@@ -98,16 +149,15 @@ def read_state_dict(folder, lazy=False) -> dict[str, np.ndarray]:
 
 def _read_sharded(index_path: Path, read_file) -> dict[str, np.ndarray]:
     """Read every shard named in an index's ``weight_map`` (in the index's folder) with `read_file`."""
-    try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-        shards = dict.fromkeys(weight_map.values())  # unique, in order of first mention
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(
-            f"{index_path}: expected JSON with a \"weight_map\" object {{key: shard file name}}; {error!r}"
-        ) from error
+    index = read_json(index_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(f"{index_path}: expected a JSON object with a \"weight_map\" object "
+                              f"{{key: shard file name}}, got {reprlib.repr(index)}")
+    shards = dict.fromkeys(weight_map.values())  # unique, in order of first mention
     state = {}
     for shard in shards:
-        if not isinstance(shard, str) or Path(shard).name != shard:
+        if Path(shard).name != shard:
             raise CheckpointError(f"{index_path}: shard {shard!r} is not a file name in the index's folder")
         shard_path = index_path.parent / shard
         if not shard_path.is_file():
@@ -140,6 +190,7 @@ _WRITABLE_DTYPES = {dtype.newbyteorder("=") for name, dtype in _SAFETENSORS_DTYP
 # A header larger than this is refused before it is read (transformers' largest models have
 # headers of a few hundred KiB; the format allows 100 MB).
 _MAX_HEADER_BYTES = 100 << 20
+_MAX_DIMS = 64  # NumPy's limit
 
 
 class SafetensorsTensor:
@@ -219,10 +270,7 @@ def open_safetensors(path) -> dict[str, SafetensorsTensor]:
         header_size = int.from_bytes(head, "little")
         if header_size > min(size - 8, _MAX_HEADER_BYTES):
             raise corrupt(f"the header claims {header_size} bytes, the file has {size - 8} after the size")
-        try:
-            header = json.loads(file.read(header_size).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise corrupt(f"the header is not UTF-8 JSON ({error})") from None
+        header = _parse_json(file.read(header_size), path, "the header")
     if not isinstance(header, dict):
         raise corrupt(f"the header is a JSON {type(header).__name__}, not an object")
     start, tensors, ranges = 8 + header_size, {}, []
@@ -233,12 +281,13 @@ def open_safetensors(path) -> dict[str, SafetensorsTensor]:
             dtype_name, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
         except (TypeError, KeyError, ValueError):
             raise corrupt(f"tensor {key!r}: expected {{dtype, shape, data_offsets: [begin, end]}}") from None
-        if dtype_name not in _SAFETENSORS_DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _SAFETENSORS_DTYPES:
             raise CheckpointError(f"{path}: tensor {key!r} has dtype {dtype_name!r}; NumPy reads only "
                                   f"{', '.join(_SAFETENSORS_DTYPES)}")
-        numbers = [*shape, begin, end] if isinstance(shape, list) else None
+        numbers = [*shape, begin, end] if isinstance(shape, list) and len(shape) <= _MAX_DIMS else None
         if numbers is None or not all(type(n) is int and n >= 0 for n in numbers) or begin > end:
-            raise corrupt(f"tensor {key!r}: shape {shape!r} and data_offsets {[begin, end]!r} must be integers >= 0")
+            raise corrupt(f"tensor {key!r}: shape {reprlib.repr(shape)} (at most {_MAX_DIMS} dimensions) and "
+                          f"data_offsets {[begin, end]!r} must be integers >= 0")
         if math.prod(shape) * _SAFETENSORS_DTYPES[dtype_name].itemsize != end - begin:
             raise corrupt(f"tensor {key!r}: shape {shape} of {dtype_name} needs "
                           f"{math.prod(shape) * _SAFETENSORS_DTYPES[dtype_name].itemsize} bytes, "

@@ -19,6 +19,8 @@ import inspect
 import json
 from pathlib import Path
 
+from .checkpoint import read_json
+from .errors import CheckpointError
 from .functional import ACT2FN
 from .saving import atomic_files
 
@@ -125,7 +127,8 @@ class DebertaV2Config:
             if isinstance(num_labels, bool) or not isinstance(num_labels, (int, type(None))) or (num_labels or 1) < 1:
                 raise ValueError(f"config.num_labels must be a positive integer, got {num_labels!r:.80}")
             id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else min(num_labels, 1 << 20))}
-        if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in id2label):
+        if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() and isinstance(v, (str, int))
+                                                     for k, v in id2label.items()):
             raise ValueError(f"config.id2label must map label numbers to names, got {id2label!r:.80}")
         self.id2label = {int(k): v for k, v in id2label.items()}
         self.label2id = {v: k for k, v in self.id2label.items()}
@@ -287,15 +290,9 @@ class DebertaV2Config:
     @classmethod
     def from_json_file(cls, path, **overrides):
         """Read a ``config.json`` file; ``overrides`` replace its entries."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path} is not UTF-8 text: {exc}") from None
+        data = read_json(path)
         if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+            raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, **overrides)
 
     @classmethod
