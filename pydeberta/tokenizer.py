@@ -45,10 +45,12 @@ of a chunk, ``[UNK]`` followed by whitespace), sentencepiece's alignment is kept
 import functools
 import json
 import os
+import re
 
 import sentencepiece
 
 from . import pretokenize
+from .checkpoint import read_json
 from .encoding import (
     COLUMNS,
     PADDING_SIDES,
@@ -60,6 +62,7 @@ from .encoding import (
     resolve_lengths,
     truncation_windows,
 )
+from .errors import CheckpointError
 from .hub import resolve_model_folder
 from .offsets import SPIECE_UNDERLINE, OffsetAligner, check_offsets_support, shift_spans
 from .saving import atomic_files
@@ -75,23 +78,98 @@ _CONFIG_NOISE = ("tokenizer_class", "tokenizer_file", "init_inputs", "name_or_pa
 _TOKEN_FLAGS = ("lstrip", "normalized", "rstrip", "single_word", "special")  # transformers' AddedToken fields
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# sentencepiece's sampling options; the processor's other keywords (out_type, add_bos ...) would
+# change what every call returns.
+_SP_MODEL_KWARGS = {"enable_sampling": (bool,), "nbest_size": (int,), "alpha": (int, float)}
+
+
+def check_text(value, name):
+    """``value`` if it is a str sentencepiece can encode; else ``TypeError`` (not a str) or
+    ``ValueError`` (a lone surrogate such as ``"\\ud800"``, which UTF-8 cannot encode) naming
+    ``name``. Every text, word and token the tokenizers take goes through here.
+
+    >>> check_text("caf\\u00e9", "text")
+    'café'
+    >>> check_text(b"cafe", "text")
+    Traceback (most recent call last):
+    TypeError: text must be a str; got bytes b'cafe'
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str; got {type(value).__name__} {value!r:.40}")
+    if not value.isascii():
+        surrogate = _SURROGATE.search(value)
+        if surrogate:
+            raise ValueError(f"{name} holds a lone surrogate {surrogate.group()!r} at index {surrogate.start()}, "
+                             f"which is no Unicode character (text decoded with errors='surrogateescape'?)")
+    return value
+
+
+def _flag(value, name):
+    """``value`` if it is a bool (a JSON true/false); ``TypeError`` naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r:.40}")
+    return value
+
+
 def _token_content(value, name):
-    """The text of a special/added token given as str, dict (``{"content": ...}``) or AddedToken."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    if isinstance(getattr(value, "content", None), str):
-        return value.content
-    raise TypeError(f"{name} must be a str (or a dict/AddedToken with a 'content' str); got {type(value).__name__}")
+    """The text of a special/added token given as str, dict (``{"content": ...}``) or AddedToken;
+    None stays None (a special token that is not set)."""
+    if value is None:
+        return None
+    content = value if isinstance(value, str) else value.get("content") if isinstance(value, dict) \
+        else getattr(value, "content", None)
+    if not isinstance(content, str):
+        raise TypeError(f"{name} must be a str (or a dict/AddedToken with a 'content' str); "
+                        f"got {type(value).__name__} {value!r:.60}")
+    if not content:
+        raise ValueError(f"{name} must not be empty (an empty token would match between every two characters)")
+    return check_text(content, name)
+
+
+def _token_index(key, name):
+    """An added token's id from an ``added_tokens_decoder`` key (an int, or its digits in JSON)."""
+    if isinstance(key, str) and key.isdecimal():
+        return int(key)
+    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
+        return key
+    raise ValueError(f"{name} keys must be token ids (integers >= 0); got {key!r:.40}")
+
+
+def _model_max_length(value):
+    """``model_max_length`` as an int >= 1 (None: no limit, transformers' 1e30)."""
+    if value is None:
+        return VERY_LARGE_INTEGER
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1e30 written as a float
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"model_max_length must be an int >= 1 or None; got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _check_sp_model_kwargs(sp_model_kwargs):
+    """``sp_model_kwargs`` as a dict of sentencepiece's sampling options, each of its kind."""
+    if not isinstance(sp_model_kwargs, dict):
+        raise TypeError(f"sp_model_kwargs must be a dict; got {type(sp_model_kwargs).__name__}")
+    for key, value in sp_model_kwargs.items():
+        if key not in _SP_MODEL_KWARGS:
+            raise TypeError(f"sp_model_kwargs takes {', '.join(_SP_MODEL_KWARGS)}; got {key!r:.40}")
+        kinds = _SP_MODEL_KWARGS[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise TypeError(f"sp_model_kwargs[{key!r}] must be of type {' or '.join(kind.__name__ for kind in kinds)}; "
+                            f"got {type(value).__name__} {value!r:.40}")
+    return dict(sp_model_kwargs)
 
 
 def _read_json(path):
-    """The parsed JSON file at ``path``, or None if there is no such file."""
+    """The JSON object in the file at ``path``, or None if there is no such file;
+    :class:`~pydeberta.errors.CheckpointError` naming the file if it holds anything else."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _load_sentencepiece(vocab_file, sp_model_kwargs):
@@ -102,16 +180,15 @@ def _load_sentencepiece(vocab_file, sp_model_kwargs):
     path = os.fspath(vocab_file)
     if not os.path.isfile(path):
         raise ValueError(f"vocab_file: no sentencepiece model file at {path!r}")
-    if not isinstance(sp_model_kwargs, dict):
-        raise TypeError(f"sp_model_kwargs must be a dict; got {type(sp_model_kwargs).__name__}")
-    try:
-        processor = sentencepiece.SentencePieceProcessor(**sp_model_kwargs)
-    except TypeError as exc:
-        raise TypeError(f"sp_model_kwargs: {exc}") from None
+    processor = sentencepiece.SentencePieceProcessor(**sp_model_kwargs)
     try:
         processor.Load(path)
     except (OSError, RuntimeError) as exc:
         raise ValueError(f"vocab_file: {path!r} is not a readable sentencepiece model ({exc})") from None
+    unk_id = processor.unk_id()
+    if not (0 <= unk_id < processor.get_piece_size() and processor.is_unknown(unk_id)):
+        raise ValueError(f"vocab_file: {path!r} has no unknown piece (<unk>/[UNK] of type UNKNOWN); a "
+                         f"sentencepiece model needs one for the characters outside its vocabulary")
     return processor
 
 
@@ -136,21 +213,19 @@ def _text_inputs(value, name, is_split_into_words):
         raise ValueError(f"{name} is required (a str or a list of str); got None")
     if not is_split_into_words:
         if isinstance(value, str):
-            return False, [value]
+            return False, [check_text(value, name)]
         if isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                if not isinstance(item, str):
-                    raise TypeError(f"{name}[{i}] must be a str; got {type(item).__name__} {item!r:.40}")
-            return True, list(value)
+            return True, [check_text(item, f"{name}[{i}]") for i, item in enumerate(value)]
         raise TypeError(f"{name} must be a str or a list/tuple of str (a batch); got {type(value).__name__}")
     if isinstance(value, (list, tuple)):
         if all(isinstance(word, str) for word in value):
-            return False, [list(value)]
+            return False, [[check_text(word, f"{name}[{j}]") for j, word in enumerate(value)]]
         for i, words in enumerate(value):
             if not isinstance(words, (list, tuple)) or not all(isinstance(word, str) for word in words):
                 raise TypeError(f"with is_split_into_words=True, {name} must be a list of str or a batch of "
                                 f"lists of str; {name}[{i}] is {type(words).__name__} {words!r:.40}")
-        return True, [list(words) for words in value]
+        return True, [[check_text(word, f"{name}[{i}][{j}]") for j, word in enumerate(words)]
+                      for i, words in enumerate(value)]
     raise TypeError(f"with is_split_into_words=True, {name} must be a list of str (words); got {type(value).__name__}")
 
 
@@ -205,20 +280,24 @@ class _DebertaV2TokenizerBase:
         as in tokenizer_config.json). Other keys are kept in ``init_kwargs`` and written back
         by :meth:`save_pretrained`.
         """
-        self.sp_model_kwargs = dict(sp_model_kwargs or {})
+        self.sp_model_kwargs = _check_sp_model_kwargs({} if sp_model_kwargs is None else sp_model_kwargs)
         self._sp = _load_sentencepiece(vocab_file, self.sp_model_kwargs)
         self.vocab_file = os.fspath(vocab_file)
-        self.do_lower_case = bool(do_lower_case)
-        self.split_by_punct = bool(split_by_punct)
+        self.do_lower_case = _flag(do_lower_case, "do_lower_case")
+        self.split_by_punct = _flag(split_by_punct, "split_by_punct")
         self.name_or_path = kwargs.pop("name_or_path", "")
-        model_max_length = kwargs.pop("model_max_length", None)
-        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
+        self.model_max_length = _model_max_length(kwargs.pop("model_max_length", None))
         self.padding_side = kwargs.pop("padding_side", "right")
         if self.padding_side not in PADDING_SIDES:
-            raise ValueError(f"padding_side must be one of {PADDING_SIDES}; got {self.padding_side!r}")
-        self.clean_up_tokenization_spaces = bool(kwargs.pop("clean_up_tokenization_spaces", False))
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}; got {self.padding_side!r:.40}")
+        self.clean_up_tokenization_spaces = _flag(kwargs.pop("clean_up_tokenization_spaces", False),
+                                                  "clean_up_tokenization_spaces")
         added_tokens_decoder = kwargs.pop("added_tokens_decoder", None) or {}
+        if not isinstance(added_tokens_decoder, dict):
+            raise TypeError(f"added_tokens_decoder must be a dict {{id: token}}; got {type(added_tokens_decoder).__name__}")
         additional = kwargs.pop("additional_special_tokens", None) or []
+        if not isinstance(additional, (list, tuple)):
+            raise TypeError(f"additional_special_tokens must be a list of tokens; got {type(additional).__name__}")
         kwargs.pop("extra_special_tokens", None)
         self.init_kwargs = kwargs
         named = dict(zip(SPECIAL_TOKEN_NAMES, (bos_token, eos_token, unk_token, sep_token, pad_token,
@@ -243,9 +322,10 @@ class _DebertaV2TokenizerBase:
         (``[CLS]`` = 1 in v3) or else at the next free id (``[MASK]`` = 128000), as transformers."""
         self._added_token_props = {}
         self._added_tokens = {}
-        for index, token in sorted(added_tokens_decoder.items(), key=lambda item: int(item[0])):
-            content = _token_content(token, "added_tokens_decoder")
-            self._added_tokens[content] = int(index)
+        indexed = {_token_index(key, "added_tokens_decoder"): token for key, token in added_tokens_decoder.items()}
+        for index, token in sorted(indexed.items()):
+            content = _token_content(token, f"added_tokens_decoder[{index}]")
+            self._added_tokens[content] = index
             if isinstance(token, dict):
                 self._added_token_props[content] = {key: value for key, value in token.items() if key in _TOKEN_FLAGS}
         next_id = len(self)
@@ -320,9 +400,7 @@ class _DebertaV2TokenizerBase:
     def _token_to_id(self, token):
         """The id of the str ``token``: an added token's id, else sentencepiece's (its unknown id
         for a string that is no piece); TypeError for anything but a str."""
-        if not isinstance(token, str):
-            raise TypeError(f"tokens must be str; got {type(token).__name__} {token!r}")
-        index = self._added_tokens.get(token)
+        index = self._added_tokens.get(check_text(token, "tokens"))
         return self._sp.piece_to_id(token) if index is None else index
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
@@ -362,9 +440,9 @@ class _DebertaV2TokenizerBase:
         As in transformers' slow tokenizer, a character outside a vocabulary without byte
         fallback appears as itself (its id is the unknown id).
         """
-        for name, value in (("text", text), ("pair", pair)):
-            if not isinstance(value, str) and (name == "text" or value is not None):
-                raise TypeError(f"{name} must be a str; got {type(value).__name__}")
+        check_text(text, "text")
+        if pair is not None:
+            check_text(pair, "pair")
         tokens = self._tokenize_one(text)
         if add_special_tokens:
             tokens = [self.cls_token] + tokens + [self.sep_token]
@@ -623,7 +701,9 @@ class _DebertaV2TokenizerBase:
         Raises:
             TypeError: ``pretrained_model_name_or_path`` is not a str or os.PathLike.
             FileNotFoundError: it names nothing (from ``resolve_model_folder``).
-            ValueError: the folder holds no readable ``spm.model``.
+            ValueError: the folder holds no readable ``spm.model``, or a setting is out of range.
+            TypeError: a setting of the wrong kind (the message names it).
+            CheckpointError: a JSON file is not UTF-8 JSON holding an object (the message names it).
         """
         if not isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
             raise TypeError("pretrained_model_name_or_path must be a str or os.PathLike (a folder, a bundled "
@@ -638,8 +718,13 @@ class _DebertaV2TokenizerBase:
             for key, value in special_map.items():
                 if not kwargs.get(key):
                     config[key] = value
-            added = _read_json(os.path.join(folder, ADDED_TOKENS_FILE)) or {}
-            config["added_tokens_decoder"] = {str(index): {"content": token} for token, index in added.items()}
+            added_path = os.path.join(folder, ADDED_TOKENS_FILE)
+            added = _read_json(added_path) or {}
+            for token, index in added.items():
+                if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                    raise CheckpointError(f"{added_path} must map tokens to ids (integers >= 0); {token!r:.40} "
+                                          f"maps to {index!r:.40}")
+            config["added_tokens_decoder"] = {index: {"content": token} for token, index in added.items()}
         config.update(kwargs)
         config["name_or_path"] = folder
         return cls(os.path.join(folder, VOCAB_FILE), **config)
