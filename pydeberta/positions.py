@@ -15,10 +15,35 @@ Worked example (``bucket_size=8, max_position=16``, so ``mid=4``)::
 [0 1 2 3 4 5 5 6 6 6 7 7 7 7 7 7]
 
 Everything here depends on sizes only, never on the input; the engine computes it once per
-length (:mod:`pydeberta.engine.relative`).
+length (:mod:`pydeberta.engine.relative`). Both take their sizes through :func:`check_sizes`.
 """
 
 import numpy as np
+
+
+def check_sizes(query_size, key_size, bucket_size=-1, max_position=-1, att_span=None):
+    """Refuse sizes the relative positions cannot be built from, naming the argument: ``TypeError``
+    for a non-integer (``4.5`` would give one length to ``np.arange`` and another to a compiled
+    loop), ``ValueError`` for ``query_size``/``key_size``/``att_span`` < 1, or log buckets
+    (``bucket_size > 0`` and ``max_position > 0``) without ``bucket_size >= 2`` and
+    ``max_position - 1 > bucket_size // 2`` (the formula divides by ``log((max_position - 1) / mid)``).
+
+    ``att_span`` is checked when given (:func:`relative_index` takes one).
+
+    >>> check_sizes(4.5, 4)
+    Traceback (most recent call last):
+    TypeError: query_size must be an integer, got float 4.5
+    """
+    sizes = {"query_size": query_size, "key_size": key_size, "bucket_size": bucket_size,
+             "max_position": max_position, "att_span": 1 if att_span is None else att_span}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r:.40}")
+        if name in ("query_size", "key_size", "att_span") and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if bucket_size > 0 and max_position > 0 and (bucket_size < 2 or max_position - 1 <= bucket_size // 2):
+        raise ValueError(f"log buckets need bucket_size >= 2 and max_position - 1 > bucket_size // 2, "
+                         f"got bucket_size={bucket_size}, max_position={max_position}")
 
 
 def make_log_bucket_position(relative_pos, bucket_size, max_position):
@@ -61,7 +86,7 @@ def build_relative_position(query_size, key_size, bucket_size=-1, max_position=-
     """Relative positions ``rel[i, j] = i - j``, log-bucketed when ``bucket_size > 0``.
 
     Args:
-        query_size: ``Q``; key_size: ``K``.
+        query_size: ``Q``; key_size: ``K`` (integers >= 1, :func:`check_sizes`).
         bucket_size, max_position: as in :func:`make_log_bucket_position`; bucketing happens only
             when both are > 0, as in transformers.
     Returns:
@@ -71,6 +96,7 @@ def build_relative_position(query_size, key_size, bucket_size=-1, max_position=-
     [[ 0 -1 -2]
      [ 1  0 -1]]
     """
+    check_sizes(query_size, key_size, bucket_size, max_position)
     rel = np.arange(query_size, dtype=np.int64)[:, None] - np.arange(key_size, dtype=np.int64)[None, :]  # [Q, K]
     if bucket_size > 0 and max_position > 0:
         rel = make_log_bucket_position(rel, bucket_size, max_position)
@@ -95,5 +121,6 @@ def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=
      [3 2 1]
      [3 3 2]]
     """
+    check_sizes(query_size, key_size, bucket_size, max_position, att_span)
     rel = build_relative_position(query_size, key_size, bucket_size, max_position)
     return np.clip(rel + att_span, 0, 2 * att_span - 1)  # [Q, K]

@@ -71,3 +71,21 @@ def test_reachable_table_rows_hand_worked():
     assert (index.lo, index.hi) == (2, 6)
     np.testing.assert_array_equal(index.table(), [[2, 1, 0], [3, 2, 1], [4, 3, 2]])
     np.testing.assert_array_equal(index.table() + 2, relative_index(3, 3, 4))
+
+
+@pytest.mark.parametrize("args, error, message", [
+    ((4.5, 4, 2), TypeError, "query_size must be an integer, got float 4.5"),
+    ((4, np.float64(4.0), 2), TypeError, "key_size must be an integer, got float64"),
+    ((4, 4, 2.5), TypeError, "att_span must be an integer"),
+    ((4, 4, 2, 8.0, 32), TypeError, "bucket_size must be an integer"),
+    ((True, 4, 2), TypeError, "query_size must be an integer, got bool"),
+    ((0, 4, 2), ValueError, "query_size must be >= 1, got 0"),
+    ((4, 4, 0), ValueError, "att_span must be >= 1"),
+    ((4, 4, 2, 1, 32), ValueError, "log buckets need bucket_size >= 2"),
+    ((4, 4, 2, 8, 5), ValueError, "max_position - 1 > bucket_size // 2"),
+])
+def test_sizes_that_are_not_positive_integers_are_refused(args, error, message):
+    """np.arange(4.5) has 5 entries, a compiled loop over range(int(4.5)) 4: a float is refused."""
+    with pytest.raises(error, match=message):
+        relative_index(*args)
+    assert relative_index(np.int64(3), 3, 2).shape == (3, 3)
