@@ -235,7 +235,7 @@ def test_bad_options_and_inputs_are_named(ours):
         ours("fill-mask", "mlm")("The [MASK] sat.", top_k=0)
     with pytest.raises(ValueError, match="function_to_apply must be one of"):
         ours("text-classification", "nli")("Fine.", function_to_apply="relu")
-    with pytest.raises(ValueError, match="a text pair is a dict with keys"):
+    with pytest.raises(ValueError, match="inputs: a text pair is a dict with keys"):
         ours("text-classification", "nli")({"text": "a", "pair": "b"})
     with pytest.raises(ValueError, match="at least one label"):
         ours("zero-shot-classification", "nli")("A text.", candidate_labels=[])
@@ -475,6 +475,19 @@ def test_inputs_that_are_not_texts_are_named(ours, task, model, bad):
     args = (bad, ["sports"]) if task == "zero-shot-classification" else (bad,)
     with pytest.raises(TypeError, match=r"(inputs|sequences) must be a text or a list of texts, got"):
         ours(task, model)(*args)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (None, TypeError, r"text-classification: inputs must be a text, a dict .* got NoneType None"),
+    (5, TypeError, r"inputs must be a text, a dict \{'text': ..., 'text_pair': ...\} or a list of them, got int 5"),
+    (("Fine.", 3.5), TypeError, r"inputs\[1\] must be a text, .* got float 3.5"),
+    ({"txt": "Fine."}, ValueError, r"inputs: a text pair is a dict with keys \('text', 'text_pair'\), got keys \['txt'\]"),
+    ({"text": 5}, TypeError, r"inputs\['text'\] must be a text, got int 5"),
+    ([{"text": "a", "text_pair": ["b"]}], TypeError, r"inputs\[0\]\['text_pair'\] must be a text, got list"),
+])
+def test_text_classification_inputs_that_are_not_texts_are_named(ours, bad, error, message):
+    with pytest.raises(error, match=message):
+        ours("text-classification", "nli")(bad)
 
 
 @pytest.mark.parametrize("template", ["The topic is {1}.", "The topic is {label}.", "The topic is {"])

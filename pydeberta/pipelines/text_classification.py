@@ -28,6 +28,25 @@ FUNCTIONS = {"sigmoid": sigmoid, "softmax": softmax, "none": lambda logits: logi
 PAIR_KEYS = ("text", "text_pair")
 
 
+def text_and_pair(item, name):
+    """``(text, text_pair)`` of one input, a text (pair None) or a dict ``{"text": ..., "text_pair": ...}``;
+    ``TypeError``/``ValueError`` naming ``name`` (``inputs`` or ``inputs[i]``) and what came otherwise."""
+    if isinstance(item, str):
+        return item, None
+    if not isinstance(item, dict):
+        raise TypeError(f"text-classification: {name} must be a text, a dict {{'text': ..., 'text_pair': ...}} "
+                        f"or a list of them, got {type(item).__name__} {item!r:.60}")
+    if set(item) - set(PAIR_KEYS) or "text" not in item:
+        raise ValueError(f"text-classification: {name}: a text pair is a dict with keys {PAIR_KEYS}, "
+                         f"got keys {[str(key)[:40] for key in item][:10]}")
+    text, pair = item["text"], item.get("text_pair")
+    for key, value in (("text", text), ("text_pair", pair)):
+        if not isinstance(value, str) and (key == "text" or value is not None):
+            raise TypeError(f"text-classification: {name}[{key!r}] must be a text, got {type(value).__name__} "
+                            f"{value!r:.60}")
+    return text, pair
+
+
 def default_function(config):
     """The ``function_to_apply`` transformers picks from ``problem_type`` and ``num_labels``."""
     if config.problem_type == "regression":
@@ -66,25 +85,12 @@ class TextClassificationPipeline(Pipeline):
         """Classify ``inputs``; see the module docstring for the result's shape."""
         legacy_call = "top_k" not in options
         batch_size, options = self.settings(batch_size, options)
-        batched = isinstance(inputs, list)
-        items = inputs if batched else [inputs]
+        batched = isinstance(inputs, (list, tuple))
+        items = list(inputs) if batched else [inputs]
         if not items:
             return []
-        texts, pairs = [], []
-        for item in items:
-            if isinstance(item, dict):
-                unknown = set(item) - set(PAIR_KEYS)
-                if unknown or "text" not in item:
-                    raise ValueError(f"a text pair is a dict with keys {PAIR_KEYS}, got keys {sorted(item)}")
-                texts.append(item["text"])
-                pairs.append(item.get("text_pair"))
-            elif isinstance(item, str):
-                texts.append(item)
-                pairs.append(None)
-            else:
-                raise ValueError("The pipeline received invalid inputs, if you are trying to send text pairs, you can "
-                                 'try to send a dictionary `{"text": "My text", "text_pair": "My pair"}` in order to '
-                                 "send a text pair.")
+        texts, pairs = zip(*(text_and_pair(item, f"inputs[{i}]" if batched else "inputs")
+                             for i, item in enumerate(items)))
         rows = self.encode(texts, pairs)
         function = FUNCTIONS[options["function_to_apply"] or default_function(self.model.config)]
         results = [self.postprocess(function(out["logits"]), options["top_k"])
