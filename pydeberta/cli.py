@@ -11,14 +11,16 @@
     pydeberta attention pydeberta/tiny "The cat sat." --layer 0 --head 1 --out fig.png
 
 Texts come from the arguments, else from ``--file`` (one text per line, or JSON lines whose
-objects carry ``text``/``text_pair`` or ``question``/``context``), else from standard input.
-Output is human-readable; ``--json`` prints one JSON document per input line instead. Every
-failure is one line on standard error and a non-zero exit status, never a traceback.
+objects carry ``text``/``text_pair`` or ``question``/``context``), else from standard input,
+all as UTF-8. Output is human-readable; ``--json`` prints one JSON document per input line
+instead. Every failure is one line on standard error and a non-zero exit status, never a
+traceback; warnings are one line each.
 """
 
 import argparse
 import json
 import sys
+import warnings
 
 import numpy as np
 
@@ -38,6 +40,17 @@ class CommandError(Exception):
     """A problem to report in one line (exit status 1)."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the usage itself is in ``--help``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Options holding text (paths such as --model, --file and --out may be any bytes the system allows).
+TEXT_OPTIONS = ("texts", "text", "pair", "labels", "template", "targets", "question", "context")
+
+
 # --------------------------------------------------------------------------- inputs
 def read_inputs(args):
     """The inputs of one run: a list of str (or dicts for pairs and QA) from args, file or stdin."""
@@ -49,12 +62,12 @@ def read_inputs(args):
         lines = list(args.texts)
     elif args.file:
         try:
-            with open(args.file, encoding="utf-8") as f:
-                lines = [line.rstrip("\n") for line in f if line.strip()]
+            with open(args.file, "rb") as f:
+                lines = read_lines(f, f"--file {args.file}")
         except OSError as exc:
             raise CommandError(f"cannot read --file {args.file}: {exc.strerror}") from None
     elif not sys.stdin.isatty():
-        lines = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        lines = read_lines(sys.stdin.buffer, "standard input")
     else:
         raise CommandError(f"{args.command}: give texts as arguments, --file FILE, or on standard input")
     inputs = [parse_line(line, args.command) for line in lines]
@@ -63,6 +76,35 @@ def read_inputs(args):
     if not inputs:
         raise CommandError(f"{args.command}: no input text")
     return inputs
+
+
+def decode_utf8(raw, where):
+    """``raw`` bytes as UTF-8 text; a :class:`CommandError` naming ``where`` and the bad byte otherwise."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{where}: not UTF-8 text ({exc.reason}: byte 0x{raw[exc.start]:02x} at byte "
+                           f"{exc.start + 1})") from None
+
+
+def read_lines(stream, source):
+    """The lines of a binary stream that are not blank, decoded as UTF-8 (errors name ``source``
+    and the line's number)."""
+    lines = [decode_utf8(raw, f"{source}, line {number}").rstrip("\r\n") for number, raw in enumerate(stream, 1)]
+    return [line for line in lines if line.strip()]
+
+
+def check_text_arguments(args):
+    """Refuse a text argument or option that is not UTF-8, naming it. Python hands over the
+    undecodable bytes of a command line as lone surrogates (PEP 383); encoding them back with
+    ``surrogateescape`` gives the bytes that came."""
+    for name in TEXT_OPTIONS:
+        values = getattr(args, name, None)
+        values = [values] if isinstance(values, str) else values or []
+        for index, value in enumerate(values):
+            where = (f"text argument {index + 1}" if name == "texts" else "the text argument" if name == "text"
+                     else f"--{name}")
+            decode_utf8(value.encode("utf-8", "surrogateescape"), where)
 
 
 def parse_line(line, command):
@@ -108,8 +150,10 @@ def task_options(args):
     options = {}
     if getattr(args, "top_k", None) is not None:
         options["top_k"] = args.top_k
-    if args.command == "fill-mask" and args.targets:
-        options["targets"] = args.targets.split(",")
+    if args.command == "fill-mask" and args.targets is not None:
+        options["targets"] = [target.strip() for target in args.targets.split(",") if target.strip()]
+        if not options["targets"]:
+            raise CommandError(f"--targets needs at least one word (comma-separated), got {args.targets!r}")
     if args.command == "classify" and args.function_to_apply:
         options["function_to_apply"] = args.function_to_apply
     if args.command == "zero-shot":
@@ -210,9 +254,11 @@ def run_inspect(args):
 def run_attention(args):
     """Draw one head's attention and its c2c / c2p / p2c score terms for a text."""
     try:
-        from .viz import plot_attention_terms
+        import matplotlib  # noqa: F401  (checked before the model is loaded and run)
     except ImportError as exc:
-        raise CommandError(f"attention needs matplotlib: pip install 'pydeberta[viz]' ({exc})") from None
+        raise CommandError(f"attention needs matplotlib, which is not installed: pip install 'pydeberta[viz]' "
+                           f"({exc})") from None
+    from .viz import plot_attention_terms
     from .hub import resolve_model_folder
     from .modeling import DebertaV2Model
     from .tokenizer import DebertaV2TokenizerFast
@@ -236,7 +282,7 @@ def run_attention(args):
 # --------------------------------------------------------------------------- parser
 def build_parser():
     """The argument parser of the ``pydeberta`` command."""
-    parser = argparse.ArgumentParser(prog="pydeberta", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="pydeberta", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def task_parser(name, help_text):
@@ -280,19 +326,28 @@ def build_parser():
     return parser
 
 
+def one_line(text):
+    """``text`` with its lines joined by "; " (a message listing keys spans several)."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def main(argv=None):
     """Entry point of the ``pydeberta`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "inspect":
-            run_inspect(args)
-        elif args.command == "attention":
-            run_attention(args)
-        else:
-            run_task(args)
-    except (CommandError, FileNotFoundError, ValueError, TypeError, OSError, KeyError) as exc:
+        with warnings.catch_warnings():  # restores showwarning when done
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"pydeberta {args.command}: warning: {one_line(message)}", file=sys.stderr)
+            check_text_arguments(args)
+            if args.command == "inspect":
+                run_inspect(args)
+            elif args.command == "attention":
+                run_attention(args)
+            else:
+                run_task(args)
+    except (CommandError, ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError, MemoryError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"pydeberta {args.command}: error: {message}", file=sys.stderr)
+        print(f"pydeberta {args.command}: error: {one_line(message) or type(exc).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
