@@ -217,14 +217,14 @@ def run_inspect(args):
 
     folder = resolve_model_folder(args.model)
     config = DebertaV2Config.from_pretrained(folder)
-    state = read_state_dict(folder)
+    state = read_state_dict(folder, lazy=True)  # shapes and dtypes from the headers; no weight is read
     groups = {"embeddings": 0, "encoder": 0, "head": 0}
     for key, value in state.items():
         bare = key[len("deberta."):] if key.startswith("deberta.") else key
         group = bare.split(".", 1)[0] if bare.split(".", 1)[0] in ("embeddings", "encoder") else "head"
         groups[group] += int(np.prod(value.shape))
     total = sum(groups.values())
-    stored = sorted({str(v.dtype) for v in state.values()})
+    stored = sorted({"float32" if v.dtype == np.float16 else str(v.dtype) for v in state.values()})  # as loaded
     info = {
         "model": str(args.model), "folder": str(folder),
         "architectures": getattr(config, "architectures", None) or ["(none recorded)"],

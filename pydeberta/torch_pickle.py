@@ -147,7 +147,9 @@ def read_torch_bin(path, lazy=False) -> dict[str, np.ndarray]:
         FileNotFoundError / OSError: the file cannot be opened.
         UnsafeCheckpointError: the pickle names any other global (the message names it).
         CheckpointError: truncated, corrupt, not a torch.save file, not a flat dict of tensors,
-            a view reaching outside its storage, or a dtype NumPy cannot hold (float8, ...).
+            a view reaching outside its storage, a dtype NumPy cannot hold (float8, ...), a
+            pickle nested too deeply (:func:`check_nesting`), or (not lazy) tensors that would
+            take more than 4x the file's size + 64 MiB.
     """
     path = Path(path)
     with open(path, "rb") as file:
@@ -165,23 +167,37 @@ def read_torch_bin(path, lazy=False) -> dict[str, np.ndarray]:
                 f"{path}: expected a flat dict str -> tensor, but {key!r} holds {type(tensor).__name__}"
             )
         arrays[key] = TorchTensor(tensor, storages[tensor.storage.key], byteorder, path, key)
-    return arrays if lazy else {key: tensor.read() for key, tensor in arrays.items()}
+    if lazy:
+        return arrays
+    made = sum(math.prod(tensor.shape) * tensor.dtype.itemsize for tensor in arrays.values())
+    if made > _expansion_budget(path.stat().st_size):
+        raise CheckpointError(f"{path}: its tensors would take {made} bytes, more than {_EXPANSION}x the file's "
+                              f"size + 64 MiB (expanded tensors, stride 0?); refusing to make them "
+                              f"(from_pretrained matches each tensor against the config before making it)")
+    return {key: tensor.read() for key, tensor in arrays.items()}
 
 
-# torch.save stores its entries uncompressed; a zip entry may expand to at most this many times
-# the archive's size (plus 64 MiB), checked from its declared size before anything is inflated.
-_ZIP_EXPANSION = 4
+# torch.save stores its tensors uncompressed and once; what a file holds may grow to at most this
+# many times its size (plus 64 MiB) when read: zip entries, checked from their declared sizes
+# before anything is inflated, and the tensors read_torch_bin makes (views and tied weights
+# repeat storage).
+_EXPANSION = 4
+
+
+def _expansion_budget(file_size):
+    """Bytes a file of ``file_size`` bytes may grow to when read (see :data:`_EXPANSION`)."""
+    return _EXPANSION * file_size + (64 << 20)
 
 
 def _read_zip(file, path: Path):
     """The unpickled state (with _TensorRef stand-ins), storage key -> bytes, and byte order of a zip file."""
-    budget = [_ZIP_EXPANSION * os.fstat(file.fileno()).st_size + (64 << 20)]  # bytes all entries may inflate to
+    budget = [_expansion_budget(os.fstat(file.fileno()).st_size)]  # bytes all entries may inflate to
 
     def read(archive, name):
         declared = archive.getinfo(name).file_size
         if declared > budget[0]:
             raise CheckpointError(f"{path}: zip entry {name!r} declares {declared} bytes, more than the archive's "
-                                  f"entries may inflate to ({_ZIP_EXPANSION}x its size + 64 MiB); refusing to read it")
+                                  f"entries may inflate to ({_EXPANSION}x its size + 64 MiB); refusing to read it")
         budget[0] -= declared
         return archive.read(name)
 

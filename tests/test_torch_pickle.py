@@ -278,3 +278,13 @@ def test_nesting_is_measured_before_unpickling(tmp_path):
         check_nesting(io.BytesIO(b"\x80\x02]q\x00h\x00ah\x00a."), "cycle.pkl")
     path = torch_save(tmp_path, {"w": torch.nn.Parameter(torch.ones(2, 3).t())})
     assert read_torch_bin(path)["w"].shape == (3, 2)
+
+
+def test_tensors_far_larger_than_the_file_are_not_made_eagerly(tmp_path):
+    """An expanded tensor of 70.6 MB in a file of 1 KB: more than 4x the file + 64 MiB, so the eager
+    reader refuses it; the lazy one hands back its shape for a config to be matched against."""
+    path = torch_save(tmp_path, {"w": torch.zeros(1).expand(4200, 4200)})
+    assert path.stat().st_size < 2048
+    with pytest.raises(CheckpointError, match=r"weights.bin: its tensors would take 70560000 bytes, more than 4x"):
+        read_torch_bin(path)
+    assert read_torch_bin(path, lazy=True)["w"].shape == (4200, 4200)
