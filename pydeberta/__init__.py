@@ -9,6 +9,8 @@ Switch from transformers by changing one import::
 
 __version__ = "0.1.0"
 
+from .auto import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForMultipleChoice, AutoModelForQuestionAnswering,
+                   AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer)
 from .engine import backend_info, release_memory, set_num_threads, use_backend
 from .errors import CheckpointError, UnsafeCheckpointError
 from .config import DebertaV2Config
@@ -31,6 +33,14 @@ __all__ = [
     "DebertaV2Tokenizer",
     "DebertaV2TokenizerFast",
     "BatchEncoding",
+    "AutoConfig",
+    "AutoTokenizer",
+    "AutoModel",
+    "AutoModelForMaskedLM",
+    "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
+    "AutoModelForQuestionAnswering",
+    "AutoModelForMultipleChoice",
     "pipeline",
     "backend_info",
     "use_backend",

@@ -31,7 +31,7 @@ from .model import backbone
 from .outputs import (BaseModelOutput, MaskedLMOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutput, StudyOutput, TokenClassifierOutput)
 from .saving import atomic_files
-from .weights import expected_shapes, flatten, init_parameters, match_state_dict, unflatten
+from .weights import describe, expected_shapes, flatten, init_parameters, match_state_dict, unflatten
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 
@@ -129,6 +129,43 @@ class DebertaV2PreTrainedModel:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def result(self, output, return_dict):
+        """``output``, or its :meth:`~pydeberta.outputs.ModelOutput.to_tuple` when ``return_dict``
+        is False (None reads ``config.return_dict``, True unless the config says otherwise)."""
+        if return_dict is None:
+            return_dict = getattr(self.config, "return_dict", True)
+        if not isinstance(return_dict, (bool, np.bool_)):
+            raise TypeError(f"return_dict must be True, False or None, got {return_dict!r}")
+        return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------ transformers habits
+    training = False  # inference only: no dropout is ever applied
+
+    def eval(self):
+        """Accepted for transformers habits: a pydeberta model always runs in inference mode."""
+        return self
+
+    def train(self, mode=True):
+        """``train(False)`` is :meth:`eval`; ``train(True)`` raises: pydeberta runs inference
+        only (no dropout, no gradients)."""
+        if mode:
+            raise NotImplementedError(f"{type(self).__name__} runs inference only (no dropout, no gradients): "
+                                      "model.train() is not available; model.eval() and model.train(False) are")
+        return self
+
+    def __repr__(self):
+        """The architecture: a summary line, then each module's tensors and parameter count."""
+        c = self.config
+        relative = (f"relative attention {'+'.join(c.pos_att_type)} over "
+                    f"{c.position_buckets if c.position_buckets > 0 else 'unbucketed'} buckets"
+                    if c.relative_attention else "no relative attention")
+        lines = list(describe(self.tree))
+        width = max(len(path) for path, _, _ in lines)
+        body = "\n".join(f"  {path:<{width}}  {shapes}  ({count})" for path, shapes, count in lines)
+        return (f"{type(self).__name__}({self.num_parameters():,} parameters, {self.dtype}: {c.num_hidden_layers} "
+                f"layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, feed-forward "
+                f"{c.intermediate_size} {c.hidden_act}, vocabulary {c.vocab_size}, {relative})\n{body}")
+
     # ------------------------------------------------------------------ backbone
     def _backbone_params(self):
         return self.tree if self.head == "base" else self.tree[self.base_model_prefix]
@@ -171,7 +208,8 @@ class DebertaV2Model(DebertaV2PreTrainedModel):
     head = "base"
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False):
+                inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False,
+                return_dict=None):
         """Run the model.
 
         Args:
@@ -181,11 +219,13 @@ class DebertaV2Model(DebertaV2PreTrainedModel):
             output_hidden_states: also return the embedding output and every layer's output.
             output_study: also return :class:`~pydeberta.outputs.StudyOutput` (the c2c/c2p/p2c
                 score terms per layer, relative positions, conv output) in ``out.study``.
+            return_dict: False for the tuple of the output's fields that are set (transformers'
+                ``return_dict=False``); None reads ``config.return_dict`` (default True).
         Returns:
-            :class:`~pydeberta.outputs.BaseModelOutput`.
+            :class:`~pydeberta.outputs.BaseModelOutput` (every task model's output likewise).
         """
-        return self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                 output_attentions, output_hidden_states, output_study)
+        return self.result(self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                             output_attentions, output_hidden_states, output_study), return_dict)
 
 
 # --------------------------------------------------------------------------- losses, as transformers picks them
@@ -266,25 +306,29 @@ class DebertaV2ForMaskedLM(DebertaV2PreTrainedModel):
                 f"the legacy=False masked-LM head needs embedding_size ({config.embedding_size}) == hidden_size "
                 f"({config.hidden_size}): it multiplies a hidden_size vector by the word embeddings")
 
+    def lm_logits(self, hidden, book=False):
+        """The masked-LM head on hidden states ``[..., C]`` -> logits ``[..., V]``, by the book or
+        the engine; the fill-mask pipeline gives it only the masked positions' rows."""
+        head = self.tree["cls"] if self.config.legacy else self.tree["lm_predictions"]
+        word_embeddings = self.tree["deberta"]["embeddings"]["word_embeddings"]["weight"]
+        if book:
+            return masked_lm_head(hidden, head, word_embeddings, self.config)
+        return engine_model.masked_lm_head(hidden, head, word_embeddings, self.config, backend.active_kernels())
+
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                output_study=False):
+                output_study=False, return_dict=None):
         """Run the model (arguments as :meth:`DebertaV2Model.forward`); ``labels [B, N]`` in
         ``[0, V)`` or -100 (ignored) give ``loss``, the mean cross-entropy."""
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                                 output_attentions, output_hidden_states, output_study)
-        head = self.tree["cls"] if self.config.legacy else self.tree["lm_predictions"]
-        word_embeddings = self.tree["deberta"]["embeddings"]["word_embeddings"]["weight"]
-        if self.runs_book(output_study):
-            logits = masked_lm_head(out.last_hidden_state, head, word_embeddings, self.config)  # [B, N, V]
-        else:
-            logits = engine_model.masked_lm_head(out.last_hidden_state, head, word_embeddings, self.config,
-                                                 backend.active_kernels())  # [B, N, V]
+        logits = self.lm_logits(out.last_hidden_state, self.runs_book(output_study))  # [B, N, V]
         loss = None
         if labels is not None:
             labels = check_class_labels(labels, logits.shape[:2], self.config.vocab_size)
             loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        output = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        return self.result(output, return_dict)
 
 
 class DebertaV2ForSequenceClassification(DebertaV2PreTrainedModel):
@@ -294,7 +338,7 @@ class DebertaV2ForSequenceClassification(DebertaV2PreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                output_study=False):
+                output_study=False, return_dict=None):
         """Run the model; ``labels`` give ``loss`` (see :func:`sequence_classification_loss`)."""
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                                 output_attentions, output_hidden_states, output_study)
@@ -303,7 +347,8 @@ class DebertaV2ForSequenceClassification(DebertaV2PreTrainedModel):
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
         if loss is not None and self.config.problem_type is None and self.config.num_labels == 1:
             logits = logits.reshape(-1).astype(np.asarray(labels).dtype)  # transformers returns these, [B]
-        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        output = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        return self.result(output, return_dict)
 
 
 class DebertaV2ForTokenClassification(DebertaV2PreTrainedModel):
@@ -313,7 +358,7 @@ class DebertaV2ForTokenClassification(DebertaV2PreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                output_study=False):
+                output_study=False, return_dict=None):
         """Run the model; ``labels [B, N]`` (-100 ignored) give the mean cross-entropy ``loss``."""
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                                 output_attentions, output_hidden_states, output_study)
@@ -322,7 +367,8 @@ class DebertaV2ForTokenClassification(DebertaV2PreTrainedModel):
         if labels is not None:
             labels = check_class_labels(labels, logits.shape[:2], self.config.num_labels)
             loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        output = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        return self.result(output, return_dict)
 
 
 class DebertaV2ForQuestionAnswering(DebertaV2PreTrainedModel):
@@ -337,7 +383,7 @@ class DebertaV2ForQuestionAnswering(DebertaV2PreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, start_positions=None, end_positions=None, output_attentions=False,
-                output_hidden_states=False, output_study=False):
+                output_hidden_states=False, output_study=False, return_dict=None):
         """Run the model; ``start_positions``/``end_positions [B]`` give ``loss``: the mean of the
         two cross-entropies, positions clamped to ``[0, N]`` and ``N`` ignored, as transformers."""
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
@@ -356,9 +402,9 @@ class DebertaV2ForQuestionAnswering(DebertaV2PreTrainedModel):
                 positions = check_labels(positions.reshape(-1) if positions.ndim == 2 else positions, (B,), name)
                 losses.append(cross_entropy(scores, np.clip(positions, 0, N), ignore_index=N))
             loss = (losses[0] + losses[1]) / 2
-        return QuestionAnsweringModelOutput(loss, np.ascontiguousarray(start_logits),
-                                            np.ascontiguousarray(end_logits), out.hidden_states, out.attentions,
-                                            out.study)
+        return self.result(QuestionAnsweringModelOutput(loss, np.ascontiguousarray(start_logits),
+                                                        np.ascontiguousarray(end_logits), out.hidden_states,
+                                                        out.attentions, out.study), return_dict)
 
 
 class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
@@ -368,7 +414,7 @@ class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                output_study=False):
+                output_study=False, return_dict=None):
         """Run the model on every (example, choice) sequence; ``labels [B]`` (choice index) give
         the cross-entropy ``loss``."""
         main = input_ids if input_ids is not None else inputs_embeds
@@ -400,4 +446,5 @@ class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
         loss = None
         if labels is not None:
             loss = cross_entropy(logits, check_class_labels(labels, (B,), num_choices))
-        return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        output = MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions, out.study)
+        return self.result(output, return_dict)

@@ -1,7 +1,9 @@
 """Model outputs: dataclasses with transformers' attribute names, holding NumPy arrays.
 
 As in transformers, an output is read by attribute (``out.logits``), by key (``out["logits"]``)
-or by position over the fields that are set (``out[0]``); ``to_tuple()`` gives those values.
+or by position over the fields that are set (``out[0]``); ``to_tuple()`` gives those values (what
+a model called with ``return_dict=False`` returns), and ``keys()``, ``values()``, ``items()`` and
+``to_dict()`` read it as the mapping of the fields that are set.
 Every output also has a ``study`` field, set only when the model is called with
 ``output_study=True`` (see :class:`StudyOutput`).
 """
@@ -22,6 +24,18 @@ class ModelOutput:
     def keys(self):
         """Names of the fields that are not None."""
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def values(self):
+        """Values of the fields that are not None (the same as :meth:`to_tuple`, as a list)."""
+        return list(self.to_tuple())
+
+    def items(self):
+        """``(name, value)`` of the fields that are not None."""
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def to_dict(self):
+        """A plain dict of the fields that are not None."""
+        return dict(self.items())
 
     def __getitem__(self, key):
         if isinstance(key, str):

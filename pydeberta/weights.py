@@ -9,7 +9,8 @@ Loading (:func:`match_state_dict`):
 
 * keys with or without the ``deberta.`` prefix are accepted;
 * tensors Microsoft's checkpoints carry that the model does not use are dropped quietly
-  (absolute ``position_embeddings`` when ``position_biased_input`` is false, ``mask_predictions.*``,
+  (another task's head, as when the bare ``DebertaV2Model`` loads a classifier's checkpoint,
+  absolute ``position_embeddings`` when ``position_biased_input`` is false, ``mask_predictions.*``,
   ``lm_predictions.*`` outside the masked-LM head, GDES ``*._weight`` deltas, the
   ``position_ids`` buffer, the tied legacy ``cls.predictions.decoder.*``); anything else
   unexpected is reported in a warning;
@@ -27,6 +28,12 @@ BACKBONE_PREFIX = "deberta."
 # Head kinds, one per model class.
 HEADS = ("base", "masked_lm", "sequence_classification", "token_classification",
          "question_answering", "multiple_choice")
+
+# The top-level modules of the task heads (transformers' names). A model loaded from another task's
+# checkpoint (the bare DebertaV2Model from a classifier, a classifier from a masked LM) leaves that
+# head out without a warning, as transformers does (it logs them at info level unless the class is
+# the checkpoint's own architecture).
+HEAD_MODULES = ("cls", "lm_predictions", "pooler", "classifier", "qa_outputs")
 
 _QUIETLY_IGNORED = (
     re.compile(r"^mask_predictions\."),  # Microsoft's RTD head
@@ -132,6 +139,8 @@ def _quietly_ignored(key, config, head):
     if bare == "embeddings.position_embeddings.weight" and not config.position_biased_input:
         return True
     if key.startswith("lm_predictions.") and head != "masked_lm":
+        return True
+    if key.split(".", 1)[0] in HEAD_MODULES:  # another task's head (this head's own keys are expected ones)
         return True
     return any(p.search(key) for p in _QUIETLY_IGNORED)
 
@@ -255,3 +264,26 @@ def flatten(tree, prefix=""):
         else:
             flat[key] = node
     return flat
+
+
+def describe(tree, prefix=""):
+    """One line per module of a parameter tree: its path, its tensors' shapes and its number of
+    parameters; the layers of a list are described once, as ``layer[0..L-1]`` and ``L ×`` count.
+
+    >>> tree = unflatten({"encoder.layer.0.dense.weight": np.zeros((3, 2)), "encoder.layer.0.dense.bias": np.zeros(3),
+    ...                   "encoder.layer.1.dense.weight": np.zeros((3, 2)), "encoder.layer.1.dense.bias": np.zeros(3),
+    ...                   "encoder.LayerNorm.weight": np.zeros(3)})
+    >>> for line in describe(tree): print(line)
+    ('encoder.layer[0..1].dense', 'weight [3, 2], bias [3]', '2 × 9')
+    ('encoder.LayerNorm', 'weight [3]', '3')
+    """
+    tensors = {name: node for name, node in tree.items() if not isinstance(node, (dict, list))}
+    if tensors:
+        shapes = ", ".join(f"{name} {list(np.shape(node))}" for name, node in tensors.items())
+        yield prefix.rstrip("."), shapes, f"{sum(int(np.prod(np.shape(node))) for node in tensors.values()):,}"
+    for name, node in tree.items():
+        if isinstance(node, dict):
+            yield from describe(node, f"{prefix}{name}.")
+        elif isinstance(node, list) and node:
+            for path, shapes, count in describe(node[0], f"{prefix}{name}[0..{len(node) - 1}]."):
+                yield path, shapes, f"{len(node)} × {count}"
