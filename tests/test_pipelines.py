@@ -494,3 +494,84 @@ def test_text_classification_inputs_that_are_not_texts_are_named(ours, bad, erro
 def test_a_hypothesis_template_that_cannot_take_the_label_is_named(ours, template):
     with pytest.raises(ValueError, match=r"hypothesis_template .* must hold one empty slot"):
         ours("zero-shot-classification", "nli")("A text.", ["sports"], hypothesis_template=template)
+
+
+# --------------------------------------------------------------------------- feature extraction, embeddings
+LENGTHS = ["Short.", "A somewhat longer sentence about the weather in Berlin today.", "Mid length text here.",
+           "One more line, long enough to need padding when it shares a batch with the short ones above."]
+
+
+def test_feature_extraction_matches_transformers(ours, theirs):
+    mine, reference = ours("feature-extraction", "mlm"), theirs("feature-extraction", "mlm")
+    assert_same_ids(reference, mine, TEXTS)
+    assert_same(mine(TEXTS[0]), reference(TEXTS[0]))  # [1, n, C] nested lists of Python floats
+    # transformers' batches keep their padding rows ([1, longest, C]); each of ours is its text's own
+    assert_same(mine(TEXTS, batch_size=2), reference(TEXTS))
+    array, tensor = mine(TEXTS[1], return_tensors=True), reference(TEXTS[1], return_tensors=True)
+    assert isinstance(array, np.ndarray) and array.shape == tuple(tensor.shape)
+    np.testing.assert_allclose(array, tensor.numpy(), atol=ATOL)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_sentence_embeddings_pool_transformers_hidden_states(ours, theirs, pooling, normalize):
+    reference = theirs("feature-extraction", "mlm")
+    expected = []
+    for text in LENGTHS:
+        hidden = reference(text, return_tensors=True)[0]  # [n, C], transformers' hidden states
+        vector = hidden.mean(dim=0) if pooling == "mean" else hidden[0]
+        expected.append(torch.nn.functional.normalize(vector, dim=0) if normalize else vector)
+    mine = ours("feature-extraction", "mlm", pooling=pooling, normalize=normalize)
+    matrix = mine(LENGTHS, batch_size=3, return_tensors=True)
+    assert matrix.shape == (len(LENGTHS), TINY["hidden_size"])
+    np.testing.assert_allclose(matrix, torch.stack(expected).numpy(), atol=ATOL)
+    assert_same(mine(LENGTHS[1]), expected[1].tolist())
+    if normalize:
+        np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1, rtol=1e-6)
+
+
+def test_feature_extraction_takes_any_model_and_checks_its_options(folders, ours):
+    base = ours("feature-extraction", "mlm")
+    masked_lm = pydeberta.DebertaV2ForMaskedLM.from_pretrained(folders["mlm"])
+    from_head = pipeline("feature-extraction", model=masked_lm, tokenizer=folders["mlm"])
+    np.testing.assert_array_equal(from_head(TEXTS[0], return_tensors=True), base(TEXTS[0], return_tensors=True))
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        base(TEXTS[0], pooling="max")
+    with pytest.raises(ValueError, match="normalize=True needs pooling"):
+        base(TEXTS[0], normalize=True)
+    with pytest.raises(TypeError, match="return_tensors must be True or False"):
+        base(TEXTS[0], return_tensors="np")
+
+
+@pytest.mark.parametrize("task, name, inputs", [
+    ("fill-mask", "mlm", ["The [MASK] sat.", MASKED[1] + " " + MASKED[2], "[MASK].", MASKED[0] + " " + TEXTS[0]]),
+    ("text-classification", "nli", LENGTHS),
+    ("feature-extraction", "mlm", LENGTHS)])
+def test_batches_are_formed_by_length_and_results_come_back_in_input_order(ours, theirs, task, name, inputs):
+    """Rows of similar length share a batch (the shortest first), whatever the input order; each
+    result is the one transformers gives that input alone."""
+    mine = ours(task, name)
+    lengths = []
+    call_model = type(mine).call_model
+    mine.call_model = lambda batch: (lengths.append(batch["input_ids"].shape[1]), call_model(mine, batch))[1]
+    try:
+        results = mine(inputs, batch_size=2)
+    finally:
+        del mine.call_model
+    rows = sorted(len(ids) for ids in mine.tokenizer(inputs)["input_ids"])
+    assert lengths == [max(rows[i:i + 2]) for i in range(0, len(rows), 2)]
+    reference = theirs(task, name)
+    assert_same(results, reference(inputs))  # transformers, one input per call (its default batch_size)
+
+
+def test_fill_mask_projects_only_the_masked_rows(ours):
+    mine = ours("fill-mask", "mlm")
+    seen = []
+    lm_logits = type(mine.model).lm_logits
+    mine.model.lm_logits = lambda hidden, book=False: (seen.append(hidden.shape),
+                                                       lm_logits(mine.model, hidden, book))[1]
+    try:
+        mine(MASKED, batch_size=3)
+    finally:
+        del mine.model.lm_logits
+    assert seen == [(4, TINY["hidden_size"])]  # four masks in three texts, no other row

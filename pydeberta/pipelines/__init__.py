@@ -23,6 +23,8 @@ task (alias)                   options                                     modul
                                ``handle_impossible_answer``,
                                ``max_seq_len``, ``doc_stride``,
                                ``align_to_words``
+``feature-extraction``         ``return_tensors``, ``truncation``,         ``feature_extraction``
+                               ``pooling``, ``normalize``
 =============================  ==========================================  ===============================
 
 Arguments, results (lists of dicts with transformers' keys, scores as Python floats) and their
@@ -37,6 +39,7 @@ import numpy as np
 from ..hub import resolve_model_folder
 from ..tokenizer import DebertaV2TokenizerFast
 from .base import Pipeline
+from .feature_extraction import FeatureExtractionPipeline
 from .fill_mask import FillMaskPipeline
 from .question_answering import QuestionAnsweringPipeline
 from .text_classification import TextClassificationPipeline
@@ -44,11 +47,12 @@ from .token_classification import TokenClassificationPipeline
 from .zero_shot_classification import ZeroShotClassificationPipeline
 
 TASKS = {cls.task: cls for cls in (FillMaskPipeline, TextClassificationPipeline, ZeroShotClassificationPipeline,
-                                   TokenClassificationPipeline, QuestionAnsweringPipeline)}
+                                   TokenClassificationPipeline, QuestionAnsweringPipeline, FeatureExtractionPipeline)}
 TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 __all__ = ["pipeline", "Pipeline", "TASKS", "TASK_ALIASES", "FillMaskPipeline", "TextClassificationPipeline",
-           "ZeroShotClassificationPipeline", "TokenClassificationPipeline", "QuestionAnsweringPipeline"]
+           "ZeroShotClassificationPipeline", "TokenClassificationPipeline", "QuestionAnsweringPipeline",
+           "FeatureExtractionPipeline"]
 
 
 def pipeline(task, model=None, tokenizer=None, batch_size=1, dtype=np.float32, **options):

@@ -7,8 +7,10 @@ A pipeline call has three steps, as in transformers:
    lists from the tokenizer (``input_ids``, ``token_type_ids``, ``attention_mask``, plus whatever
    the task needs later: offsets, special-token masks ...);
 2. **forward** -- :meth:`Pipeline.run_model` runs the model over the rows ``batch_size`` at a
-   time: the rows of a batch are right-padded to the longest one (pad id, attention mask 0,
-   token type 0), and after the call each row's per-token outputs are cut back to its own length;
+   time, taking them in order of length so that rows of similar length share a batch: the rows
+   of a batch are right-padded to the longest one (pad id, attention mask 0, token type 0), and
+   after the call each row's per-token outputs are cut back to its own length and put back in
+   the rows' order;
 3. **postprocess** -- the task turns each input's rows' outputs into transformers' result dicts.
 
 Padding is masked out by attention, so a row's outputs equal those of a batch of one (to float
@@ -79,7 +81,8 @@ def split_rows(encoding, columns):
 class Pipeline:
     """Base of the task pipelines: a model, its tokenizer, a batch size and default options.
 
-    Subclasses set ``task`` (transformers' name), ``model_class`` (the head the task needs),
+    Subclasses set ``task`` (transformers' name), ``model_class`` (the head the task needs, the
+    class loaded from a folder; ``accepts``, when set, is the wider class a model object may be),
     ``DEFAULTS`` (option -> default), ``outputs`` (the model output fields post-processing reads),
     ``per_token`` (whether those fields have a sequence axis) and ``needs_offsets`` (whether the
     task needs the fast tokenizer's character offsets), and implement ``__call__``.
@@ -87,6 +90,7 @@ class Pipeline:
 
     task = None
     model_class = None
+    accepts = None
     DEFAULTS = {}
     outputs = ("logits",)
     per_token = True
@@ -101,9 +105,9 @@ class Pipeline:
             batch_size: rows per model call.
             **options: the task's options (see ``DEFAULTS``), used when a call does not give them.
         """
-        if not isinstance(model, self.model_class):
-            raise TypeError(f"the {self.task!r} pipeline needs a {self.model_class.__name__}, "
-                            f"got {type(model).__name__}")
+        accepted = self.accepts or self.model_class
+        if not isinstance(model, accepted):
+            raise TypeError(f"the {self.task!r} pipeline needs a {accepted.__name__}, got {type(model).__name__}")
         if tokenizer is None or not hasattr(tokenizer, "pad_token_id"):
             raise TypeError(f"the {self.task!r} pipeline needs a pydeberta tokenizer, got {type(tokenizer).__name__}")
         if self.needs_offsets and not getattr(tokenizer, "is_fast", False):
@@ -128,21 +132,31 @@ class Pipeline:
         batch_size = self.batch_size if batch_size is None else check_positive_int("batch_size", batch_size)
         return batch_size, {**self.DEFAULTS, **self.options, **self.check_options(options)}
 
+    def call_model(self, batch):
+        """The fields of ``outputs`` for one padded batch (``[B, N]`` model inputs), each indexed
+        by batch row first; tasks that need less than the whole output override this."""
+        out = self.model(**batch)
+        return {name: getattr(out, name) for name in self.outputs}
+
     def run_model(self, rows, batch_size):
-        """Run the model over ``rows``, ``batch_size`` rows per call.
+        """Run the model over ``rows``, ``batch_size`` rows per call, shortest rows together.
+
+        The rows are taken in order of length (stable), so that each batch pads to about its
+        own length rather than to the longest row of the call; results come back in the rows'
+        order. transformers pads the rows in the order given.
 
         Returns:
             One dict per row: each field of ``outputs`` for that row alone, cut to the row's
             length when ``per_token`` (e.g. ``logits [n, num_labels]`` of an n-token row).
         """
-        results = []
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        results = [None] * len(rows)
         for first in range(0, len(rows), batch_size):
-            chunk = rows[first:first + batch_size]
-            out = self.model(**pad_batch(chunk, self.tokenizer.pad_token_id))
-            for i, row in enumerate(chunk):
-                n = len(row["input_ids"])
-                results.append({name: getattr(out, name)[i, :n] if self.per_token else getattr(out, name)[i]
-                                for name in self.outputs})
+            chunk = order[first:first + batch_size]
+            out = self.call_model(pad_batch([rows[i] for i in chunk], self.tokenizer.pad_token_id))
+            for b, i in enumerate(chunk):
+                n = len(rows[i]["input_ids"])
+                results[i] = {name: value[b][:n] if self.per_token else value[b] for name, value in out.items()}
         return results
 
     def __repr__(self):
