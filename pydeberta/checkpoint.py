@@ -59,12 +59,8 @@ CHECKPOINT_FILES = (
 MAX_JSON_NESTING = 32
 
 
-def read_json(path, what="the file"):
+def read_json(path):
     """The value of a JSON file of a checkpoint folder (``config.json``, an index, a tokenizer file).
-
-    Args:
-        path: str or os.PathLike of the file.
-        what: how the error names the JSON inside the file ("the header" of a safetensors file).
 
     Raises:
         FileNotFoundError / OSError: the file cannot be opened.
@@ -72,18 +68,18 @@ def read_json(path, what="the file"):
             :data:`MAX_JSON_NESTING` levels deep.
     """
     with open(path, "rb") as file:
-        return _parse_json(file.read(), path, what)
+        return _parse_json(file.read(), str(path))
 
 
-def _parse_json(data: bytes, path, what="the file"):
-    """:func:`read_json` of bytes already read from ``path``."""
-    too_deep = CheckpointError(f"{path}: {what} nests JSON values more than {MAX_JSON_NESTING} levels deep")
+def _parse_json(data: bytes, where):
+    """:func:`read_json` of bytes already read; errors begin with ``where`` (the file, or the part of it)."""
+    too_deep = CheckpointError(f"{where} nests JSON values more than {MAX_JSON_NESTING} levels deep")
     try:
         value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise CheckpointError(f"{path}: {what} is not UTF-8 text ({error})") from None
+        raise CheckpointError(f"{where} is not UTF-8 text ({error})") from None
     except ValueError as error:
-        raise CheckpointError(f"{path}: {what} is not valid JSON ({error})") from None
+        raise CheckpointError(f"{where} is not valid JSON ({error})") from None
     except RecursionError:  # deeper than the parser goes
         raise too_deep from None
     if _nesting(value) > MAX_JSON_NESTING:
@@ -270,7 +266,7 @@ def open_safetensors(path) -> dict[str, SafetensorsTensor]:
         header_size = int.from_bytes(head, "little")
         if header_size > min(size - 8, _MAX_HEADER_BYTES):
             raise corrupt(f"the header claims {header_size} bytes, the file has {size - 8} after the size")
-        header = _parse_json(file.read(header_size), path, "the header")
+        header = _parse_json(file.read(header_size), f"{path}: the header")
     if not isinstance(header, dict):
         raise corrupt(f"the header is a JSON {type(header).__name__}, not an object")
     start, tensors, ranges = 8 + header_size, {}, []

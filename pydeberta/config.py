@@ -57,7 +57,15 @@ _FLOATS = ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_pro
            "initializer_range")
 _BOOLS = ("relative_attention", "position_biased_input", "share_att_key", "legacy", "tie_word_embeddings")
 _MAX_PARAMETERS = 1 << 34  # 17 billion: 64 GiB of float32
+_MAX_LABELS = 1 << 20
 _POS_ATT_TYPES = ("c2p", "p2c", "p2p", "none")  # p2p exists in Microsoft's code only; ignored as in HF
+
+
+def _default_labels(num_labels):
+    """``{0: "LABEL_0", ...}`` for ``num_labels`` labels, after checking it is an int in [1, 2^20]."""
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 1 <= num_labels <= _MAX_LABELS:
+        raise ValueError(f"config.num_labels must be a positive integer (at most {_MAX_LABELS}), got {num_labels!r:.80}")
+    return {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
 class DebertaV2Config:
@@ -124,12 +132,11 @@ class DebertaV2Config:
         num_labels = kwargs.pop("num_labels", None)
         kwargs.pop("label2id", None)  # derived from id2label
         if id2label is None:
-            if isinstance(num_labels, bool) or not isinstance(num_labels, (int, type(None))) or (num_labels or 1) < 1:
-                raise ValueError(f"config.num_labels must be a positive integer, got {num_labels!r:.80}")
-            id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else min(num_labels, 1 << 20))}
-        if not isinstance(id2label, dict) or not all(str(k).lstrip("-").isdigit() and isinstance(v, (str, int))
-                                                     for k, v in id2label.items()):
-            raise ValueError(f"config.id2label must map label numbers to names, got {id2label!r:.80}")
+            id2label = _default_labels(2 if num_labels is None else num_labels)
+        if not isinstance(id2label, dict) or len(id2label) > _MAX_LABELS or not all(
+                str(k).lstrip("-").isdigit() and isinstance(v, (str, int)) for k, v in id2label.items()):
+            raise ValueError(f"config.id2label must map label numbers to names (at most {_MAX_LABELS}), "
+                             f"got {id2label!r:.80}")
         self.id2label = {int(k): v for k, v in id2label.items()}
         self.label2id = {v: k for k, v in self.id2label.items()}
         self.problem_type = kwargs.pop("problem_type", None)
@@ -158,7 +165,7 @@ class DebertaV2Config:
 
     @num_labels.setter
     def num_labels(self, n):
-        self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+        self.id2label = _default_labels(n)
         self.label2id = {v: k for k, v in self.id2label.items()}
 
     @property
