@@ -53,8 +53,8 @@ _INTS = {  # name: (smallest, largest)
     "max_relative_positions": (-(1 << 31), 1 << 20), "position_buckets": (-(1 << 31), 1 << 16),
     "conv_kernel_size": (0, 1 << 10), "conv_groups": (1, 1 << 16),
 }
-_FLOATS = ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout",
-           "initializer_range")
+_FLOATS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "pooler_dropout", "initializer_range")  # or null
+# (layer_norm_eps, which must be a number > 0, is checked in validate)
 _BOOLS = ("relative_attention", "position_biased_input", "share_att_key", "legacy", "tie_word_embeddings")
 _MAX_PARAMETERS = 1 << 34  # 17 billion: 64 GiB of float32
 _MAX_LABELS = 1 << 20
@@ -64,7 +64,8 @@ _POS_ATT_TYPES = ("c2p", "p2c", "p2p", "none")  # p2p exists in Microsoft's code
 def _default_labels(num_labels):
     """``{0: "LABEL_0", ...}`` for ``num_labels`` labels, after checking it is an int in [1, 2^20]."""
     if isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 1 <= num_labels <= _MAX_LABELS:
-        raise ValueError(f"config.num_labels must be a positive integer (at most {_MAX_LABELS}), got {num_labels!r:.80}")
+        raise ValueError(f"config.num_labels must be a positive integer (at most {_MAX_LABELS}), "
+                         f"got {num_labels!r:.80}")
     return {i: f"LABEL_{i}" for i in range(num_labels)}
 
 
@@ -247,8 +248,9 @@ class DebertaV2Config:
             )
         if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
             raise ValueError(f"config.type_vocab_size must be an integer >= 0, got {self.type_vocab_size!r}")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"config.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"config.layer_norm_eps must be a number > 0, got {eps!r:.80}")
         for name in ("hidden_act", "pooler_hidden_act", "conv_act"):
             value = getattr(self, name)
             if value not in ACT2FN:
@@ -282,7 +284,7 @@ class DebertaV2Config:
         if self.problem_type not in _PROBLEM_TYPES:
             raise ValueError(f"config.problem_type must be one of {list(_PROBLEM_TYPES)}, got {self.problem_type!r}")
         if self.num_labels < 1:
-            raise ValueError(f"config.num_labels must be >= 1, got {self.num_labels}")
+            raise ValueError(f"config.num_labels must be >= 1, got {self.num_labels} (config.id2label is empty)")
 
     # ----------------------------------------------------------------- (de)serialisation
     @classmethod

@@ -294,7 +294,8 @@ class _DebertaV2TokenizerBase:
                                                   "clean_up_tokenization_spaces")
         added_tokens_decoder = kwargs.pop("added_tokens_decoder", None) or {}
         if not isinstance(added_tokens_decoder, dict):
-            raise TypeError(f"added_tokens_decoder must be a dict {{id: token}}; got {type(added_tokens_decoder).__name__}")
+            raise TypeError(f"added_tokens_decoder must be a dict {{id: token}}; "
+                            f"got {type(added_tokens_decoder).__name__}")
         additional = kwargs.pop("additional_special_tokens", None) or []
         if not isinstance(additional, (list, tuple)):
             raise TypeError(f"additional_special_tokens must be a list of tokens; got {type(additional).__name__}")
