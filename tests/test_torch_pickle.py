@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpoints import TORCH_DTYPES, assert_same, to_numpy, torch_save
+from pydeberta import torch_pickle
 from pydeberta.errors import CheckpointError, UnsafeCheckpointError
 from pydeberta.torch_pickle import MAX_NESTING, check_nesting, read_torch_bin
 
@@ -288,3 +289,11 @@ def test_tensors_far_larger_than_the_file_are_not_made_eagerly(tmp_path):
     with pytest.raises(CheckpointError, match=r"weights.bin: its tensors would take 70560000 bytes, more than 4x"):
         read_torch_bin(path)
     assert read_torch_bin(path, lazy=True)["w"].shape == (4200, 4200)
+
+
+def test_a_pickle_of_more_opcodes_than_the_limit_is_refused(monkeypatch):
+    """The limit (2^22, ~130,000 tensors) bounds the time the nesting check takes; here it is 100."""
+    monkeypatch.setattr(torch_pickle, "MAX_OPCODES", 100)
+    check_nesting(io.BytesIO(b"\x80\x02" + b"N0" * 48 + b"N."), "short.pkl")  # 99 opcodes
+    with pytest.raises(CheckpointError, match="long.pkl: the pickle has more than 100 opcodes"):
+        check_nesting(io.BytesIO(b"\x80\x02" + b"N0" * 50 + b"N."), "long.pkl")
