@@ -218,6 +218,10 @@ class DebertaV2Config:
                 isinstance(self.pos_att_type, list) and all(isinstance(t, str) for t in self.pos_att_type)):
             raise ValueError(f"config.pos_att_type must be a list of names or a '|'-separated string, "
                              f"got {self.pos_att_type!r:.80}")
+        architectures = getattr(self, "architectures", None)  # kept as read, but transformers' kind
+        if architectures is not None and not (
+                isinstance(architectures, list) and all(isinstance(name, str) for name in architectures)):
+            raise ValueError(f"config.architectures must be a list of class names, got {architectures!r:.80}")
         if not isinstance(self.norm_rel_ebd, str) or any(part not in _NORM_REL_EBD for part in self.norm_rel_ebd_list):
             raise ValueError(f"config.norm_rel_ebd must be 'none', 'layer_norm' or both joined by '|', "
                              f"got {self.norm_rel_ebd!r:.80}")

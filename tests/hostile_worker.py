@@ -29,8 +29,9 @@ _LOADED = {}  # (class name, folder, options) -> tokenizer or pipeline, loaded o
 
 
 def load_model(folder, class_name="DebertaV2Model", **kwargs):
-    """``<class_name>.from_pretrained(folder, **kwargs)``; the loaded model's layer count."""
-    return getattr(pydeberta, class_name).from_pretrained(folder, **kwargs).config.num_hidden_layers
+    """``<class_name>.from_pretrained(folder, **kwargs)`` (a model, AutoModel..., AutoConfig); the
+    class of what it gave."""
+    return type(getattr(pydeberta, class_name).from_pretrained(folder, **kwargs)).__name__
 
 
 def make_config(**fields):
@@ -56,7 +57,7 @@ def open_header(path):
 
 
 def load_tokenizer(folder, class_name="DebertaV2TokenizerFast", **kwargs):
-    """``<class_name>.from_pretrained(folder, **kwargs)``; its vocabulary size."""
+    """``<class_name>.from_pretrained(folder, **kwargs)`` (AutoTokenizer too); its vocabulary size."""
     return getattr(pydeberta, class_name).from_pretrained(folder, **kwargs).vocab_size
 
 

@@ -292,13 +292,15 @@ def test_hostile_pickles_are_refused_before_they_are_unpickled(worker, tmp_path,
     ({"num_labels": 10**12}, ValueError, "config.num_labels must be a positive integer (at most 1048576)"),
     ({"relative_attention": "yes"}, ValueError, "config.relative_attention must be true or false"),
     ({"vocab_size": 1e400}, ValueError, "config.vocab_size must be a positive integer"),
+    ({"architectures": 5}, ValueError, "config.architectures must be a list of class names, got 5"),
 ], ids=["utf8", "deep", "deep for deepcopy", "list", "norm_rel_ebd 5", "layer_nrom", "pos_att_type", "hidden_act",
-        "id2label []", "id2label list", "num_labels", "relative_attention", "vocab_size inf"])
-def test_a_bad_config_json_is_named(worker, safetensors_folder, tmp_path, content, error, fragment):
+        "id2label []", "id2label list", "num_labels", "relative_attention", "vocab_size inf", "architectures"])
+@pytest.mark.parametrize("loader", ["DebertaV2ForMaskedLM", "AutoModel", "AutoConfig"])
+def test_a_bad_config_json_is_named(worker, safetensors_folder, tmp_path, content, error, fragment, loader):
     if isinstance(content, dict):
         content = json.dumps(edited_config(safetensors_folder, **content)).replace("Infinity", "1e400").encode()
     folder = folder_with(safetensors_folder, tmp_path / "config", **{"config.json": content})
-    expect(worker.run("load_model", folder), error, fragment)
+    expect(worker.run("load_model", folder, loader), error, fragment)
 
 
 JSON_VALUES = st.recursive(
@@ -546,7 +548,9 @@ def test_pipeline_inputs_that_are_not_text_are_named(worker, task_folders, task,
     ("load_model", (), {"quantize": "int8"}, TypeError, "unexpected keyword argument(s) ['quantize']"),
     ("load_model", (), {"num_hidden_layer": 3}, TypeError, "['num_hidden_layer']"),
     ("load_model", (), {"dtype": "float16"}, ValueError, "dtype must be float32 or float64"),
+    ("load_model", (), {"class_name": "AutoModelForMaskedLM", "quantize": "int8"}, TypeError, "['quantize']"),
     ("load_tokenizer", (), {"do_lower_case": "yes"}, TypeError, "do_lower_case must be True or False"),
+    ("load_tokenizer", (), {"class_name": "AutoTokenizer", "mask_token": 5}, TypeError, "mask_token must be a str"),
     ("relative_index", (4.5, 4, 2), {}, TypeError, "query_size must be an integer, got float 4.5"),
     ("relative_index", (4, 4, 0), {}, ValueError, "att_span must be >= 1"),
 ])
