@@ -31,6 +31,7 @@ from .model import backbone
 from .outputs import (BaseModelOutput, MaskedLMOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutput, StudyOutput, TokenClassifierOutput)
 from .saving import atomic_files
+from .sharing import Source, load_shared, rebuild
 from .weights import describe, expected_shapes, flatten, init_parameters, match_state_dict, unflatten
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -43,10 +44,11 @@ class DebertaV2PreTrainedModel:
     ``tree`` holds the parameters, arrays of the model's dtype nested by checkpoint key path
     (``tree["encoder"]["layer"][0]["attention"]["self"]["query_proj"]["weight"]``); ``params`` is
     the same arrays under their flat checkpoint keys. To change a parameter, assign a new array
-    to its place in ``tree``: the next call uses it. The arrays the engine derives tables from
-    (relative embeddings and position projections) become read-only after the first engine call,
-    so that an in-place edit cannot leave a stale table behind; under the ``reference`` backend
-    nothing is derived and every array stays writable. Subclasses set ``head`` (a kind of
+    to its place in ``tree``: the next call uses it. The arrays a model loaded with
+    :meth:`from_pretrained` are read-only (it pickles as its folder while they are unchanged,
+    :mod:`pydeberta.sharing`); in a model built from arrays, those the engine derives tables
+    from (relative embeddings and position projections) become read-only after the first engine
+    call, so that an in-place edit cannot leave a stale table behind. Subclasses set ``head`` (a kind of
     :data:`pydeberta.weights.HEADS`) and implement ``forward``.
     """
 
@@ -69,6 +71,7 @@ class DebertaV2PreTrainedModel:
             params = match_state_dict(params, config, self.head, source="params")
         self.tree = unflatten(pack(params, self.dtype))
         self._engine = None
+        self._source = None  # set by from_pretrained
 
     @classmethod
     def check_config(cls, config):
@@ -100,7 +103,21 @@ class DebertaV2PreTrainedModel:
         cls.check_config(config)
         state_dict = read_state_dict(folder, lazy=True)  # weights read straight into the model's buffer
         params = match_state_dict(state_dict, config, cls.head, source=str(folder))
-        return cls(config, params=params, dtype=dtype)
+        model = cls(config, params=params, dtype=dtype)
+        loaded = model.params
+        for array in loaded.values():
+            array.flags.writeable = False  # what pickling by folder relies on (see pydeberta.sharing)
+        model._source = Source(str(folder), config.to_dict(), model.dtype.name, loaded)
+        return model
+
+    def __reduce__(self):
+        """Pickled as its folder, config and weights' digest when loaded by :meth:`from_pretrained`
+        and no parameter was replaced since (a worker loads it once, see
+        :mod:`pydeberta.sharing`); by value (config and arrays) otherwise."""
+        if self._source is not None and self._source.unchanged(self.params):
+            source = self._source
+            return load_shared, (type(self), source.folder, source.config, source.dtype, source.digest())
+        return rebuild, (type(self), self.config.to_dict(), self.params, self.dtype.name)
 
     def save_pretrained(self, folder):
         """Write ``config.json`` and ``model.safetensors`` (transformers' keys) to ``folder``, all or

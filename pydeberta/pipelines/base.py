@@ -95,6 +95,7 @@ class Pipeline:
     outputs = ("logits",)
     per_token = True
     needs_offsets = False
+    unwraps_one_item_list = False  # True where transformers returns a list of one input as that input's result
 
     def __init__(self, model, tokenizer, batch_size=1, **options):
         """Check that the model has the task's head and the tokenizer what the task needs.
@@ -158,6 +159,16 @@ class Pipeline:
                 n = len(rows[i]["input_ids"])
                 results[i] = {name: value[b][:n] if self.per_token else value[b] for name, value in out.items()}
         return results
+
+    def map(self, inputs, batch_size=None, **options):
+        """The results of a list of inputs, one per input, in order: the call on ``inputs``,
+        except that a list of one input gives a list of its result (the call gives the result
+        alone in the tasks where transformers does, ``unwraps_one_item_list``)."""
+        inputs = list(inputs)
+        if not inputs:
+            return []
+        results = self(inputs, batch_size=batch_size, **options)
+        return [results] if len(inputs) == 1 and self.unwraps_one_item_list else results
 
     def __repr__(self):
         return (f"{type(self).__name__}(task={self.task!r}, model={type(self.model).__name__}, "

@@ -41,6 +41,7 @@ class FillMaskPipeline(Pipeline):
     model_class = DebertaV2ForMaskedLM
     DEFAULTS = {"top_k": 5, "targets": None}
     outputs = ("mask_logits",)
+    unwraps_one_item_list = True
     per_token = False
 
     def __init__(self, model, tokenizer, batch_size=1, **options):

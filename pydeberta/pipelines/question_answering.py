@@ -151,6 +151,7 @@ class QuestionAnsweringPipeline(Pipeline):
     DEFAULTS = {"top_k": 1, "max_answer_len": 15, "handle_impossible_answer": False, "max_seq_len": None,
                 "doc_stride": None, "align_to_words": True}
     outputs = ("start_logits", "end_logits")
+    unwraps_one_item_list = True
     needs_offsets = True
 
     def check_options(self, options):
