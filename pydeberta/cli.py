@@ -12,12 +12,18 @@
 
 Texts come from the arguments, else from ``--file`` (one text per line, or JSON lines whose
 objects carry ``text``/``text_pair`` or ``question``/``context``), else from standard input,
-all as UTF-8. Output is human-readable; ``--json`` prints one JSON document per input line
-instead. Every failure is one line on standard error and a non-zero exit status, never a
-traceback; warnings are one line each.
+all as UTF-8. They are run ``--batch-size`` rows per model call, ordered by length within
+windows of 16 batches so that padding stays small; results keep the input order. Output is
+human-readable; ``--json`` prints one JSON document per input line instead, and ``--output
+FILE`` writes those lines to FILE as each window completes: a run interrupted and started again
+with the same inputs resumes after the last complete line (a half-written one is cut off).
+``--dask ADDRESS`` runs the windows on a Dask cluster (:mod:`pydeberta.distributed`). A
+progress bar goes to standard error when it is a terminal. Every failure is one line on
+standard error and a non-zero exit status, never a traceback; warnings are one line each.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -25,6 +31,7 @@ import warnings
 import numpy as np
 
 DEFAULT_MODEL = "pydeberta/tiny"
+WINDOW = 16  # batches per window: inputs are ordered by length within a window of WINDOW * batch size
 
 # task -> (pipeline task, the model classes whose head fits it, as in config.json "architectures")
 TASKS = {
@@ -190,22 +197,110 @@ def format_result(command, item, result):
     return [f"  {a['score']:.4f}  {a['answer']!r} [{a['start']}:{a['end']}]" for a in answers]
 
 
+def resume_point(path, inputs):
+    """How many leading ``inputs`` the JSON-lines file ``path`` already holds results for (0 when
+    it does not exist). A half-written last line (no newline: the run was interrupted while
+    writing it) is cut off; a line for another input is an error, so a restart with other
+    inputs never mixes two runs in one file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise CommandError(f"cannot read --output {path}: {exc.strerror}") from None
+    complete = data.rfind(b"\n") + 1  # every finished line ends with a newline
+    lines = data[:complete].splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(decode_utf8(line, f"--output {path}, line {number}"))
+        except json.JSONDecodeError:
+            raise CommandError(f"--output {path}, line {number} is not a result line of pydeberta") from None
+        if number > len(inputs) or not isinstance(record, dict) or record.get("input") != inputs[number - 1]:
+            raise CommandError(f"--output {path} holds results of other inputs (line {number}); "
+                               "give another --output, or delete it to start again")
+    if complete < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(complete)
+        print(f"pydeberta: --output {path}: removed a half-written last line", file=sys.stderr)
+    return len(lines)
+
+
+def target_pieces(pipe, targets):
+    """The vocabulary pieces for ``--targets`` words: each word as it is tokenized inside a text
+    (``"earth"`` -> ``"▁earth"``); a word of several pieces is scored by its first piece, as
+    transformers does, and said so in one line."""
+    pieces = []
+    for word in targets:
+        tokens = pipe.tokenizer.tokenize(word)
+        if not tokens:
+            raise CommandError(f"--targets: {word!r} gives no token")
+        if len(tokens) > 1:
+            print(f"pydeberta fill-mask: note: target {word!r} is {len(tokens)} pieces ({' '.join(tokens)}); "
+                  f"it is scored by its first piece {tokens[0]!r}, as transformers does", file=sys.stderr)
+        pieces.append(tokens[0])
+    return pieces
+
+
+def results_of(pipe, items, options, args, client):
+    """The results for ``items``, in order: one batched pipeline call (rows grouped by length),
+    or, with ``--dask``, partitions run on the cluster."""
+    if client is None:
+        return pipe.map(items, batch_size=args.batch_size, **options)
+    from .distributed import map_pipeline
+
+    return map_pipeline(pipe, items, client=client, partition_size=WINDOW * args.batch_size,
+                        batch_size=args.batch_size, **options)
+
+
 def run_task(args):
-    """Run a task command over its inputs, printing as they complete."""
+    """Run a task command over its inputs, a window of them at a time, writing each window's
+    results as it completes (to ``--output`` as JSON lines, resuming after its last complete
+    line, else to standard output); a progress bar on standard error when it is a terminal."""
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
     inputs = read_inputs(args)
+    done = resume_point(args.output, inputs) if args.output else 0
     pipe = load_pipeline(args)
     options = task_options(args)
-    show_progress = bool(args.file) and sys.stderr.isatty() or args.progress
-    for index, item in enumerate(inputs):
-        result = pipe(**item, **options) if args.command == "qa" else pipe(item, **options)
-        if args.json:
-            print(json.dumps({"input": item, "result": result}, ensure_ascii=False))
-        else:
-            print(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
-            print("\n".join(format_result(args.command, item, result)))
-        if show_progress:
-            print(f"\r{index + 1}/{len(inputs)}", end="" if index + 1 < len(inputs) else "\n",
-                  file=sys.stderr, flush=True)
+    if "targets" in options:
+        options["targets"] = target_pieces(pipe, options["targets"])
+    with contextlib.ExitStack() as stack:
+        client = None
+        window = WINDOW * args.batch_size
+        if args.dask:
+            from .distributed import connect
+
+            client = stack.enter_context(connect(args.dask))
+            window *= 4 * max(1, len(client.scheduler_info()["workers"]))  # a few partitions per worker
+        sink = stack.enter_context(open(args.output, "a", encoding="utf-8")) if args.output else None
+        progress = stack.enter_context(progress_bar(args, total=len(inputs), initial=done))
+        for start in range(done, len(inputs), window):
+            items = inputs[start:start + window]
+            for item, result in zip(items, results_of(pipe, items, options, args, client)):
+                if sink is not None:
+                    print(json.dumps({"input": item, "result": result}, ensure_ascii=False), file=sink)
+                elif args.json:
+                    progress.write(json.dumps({"input": item, "result": result}, ensure_ascii=False), file=sys.stdout)
+                else:
+                    progress.write(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False),
+                                   file=sys.stdout)
+                    progress.write("\n".join(format_result(args.command, item, result)), file=sys.stdout)
+            if sink is not None:
+                sink.flush()
+            progress.update(len(items))
+    if args.output:
+        print(f"pydeberta {args.command}: {len(inputs) - done} results written to {args.output}"
+              + (f" after the {done} it held" if done else ""), file=sys.stderr)
+
+
+def progress_bar(args, total, initial):
+    """A tqdm bar on standard error, shown when it is a terminal (or with ``--progress``); its
+    ``write`` prints results without tearing the bar."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="text", file=sys.stderr, dynamic_ncols=True,
+                disable=not (args.progress or sys.stderr.isatty()), desc=f"pydeberta {args.command}")
 
 
 def run_inspect(args):
@@ -291,8 +386,16 @@ def build_parser():
         p.add_argument("--model", help=f"checkpoint folder, hub id or bundled name (default {DEFAULT_MODEL})")
         p.add_argument("--file", help="read inputs from FILE: one text per line, or JSON lines")
         p.add_argument("--json", action="store_true", help="print one JSON document per input")
-        p.add_argument("--batch-size", type=int, default=8, help="model rows per call (default 8)")
-        p.add_argument("--progress", action="store_true", help="show progress on standard error")
+        p.add_argument("--batch-size", type=int, default=32,
+                       help=f"model rows per call (default 32); rows are grouped by length within windows of "
+                            f"{WINDOW} batches")
+        p.add_argument("--output", help="write JSON lines to OUTPUT as they are done; a run restarted with the "
+                                        "same inputs resumes after its last complete line")
+        p.add_argument("--dask", metavar="ADDRESS",
+                       help="run on a Dask cluster: a scheduler address, or local:N for N local worker processes "
+                            "(pip install 'pydeberta[dask]')")
+        p.add_argument("--progress", action="store_true",
+                       help="show a progress bar on standard error even when it is not a terminal")
         return p
 
     p = task_parser("fill-mask", "predict the [MASK] tokens")

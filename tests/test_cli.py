@@ -1,10 +1,15 @@
 """The ``pydeberta`` command end to end, in subprocesses: every command, every input form, errors."""
 
+import fcntl
 import json
 import os
+import pty
+import struct
 import subprocess
 import tempfile
 import sys
+import termios
+import time
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +162,102 @@ def test_errors_are_one_line_and_a_nonzero_exit(folders, args, message):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+# --------------------------------------------------------------------------- batches, resuming, progress
+BUNDLED = Path(pydeberta.__file__).parent / "models" / "tiny"
+HELDOUT = [line.split() for line in (BUNDLED / "heldout_sample.txt").read_text(encoding="utf-8").splitlines()
+           if len(line.split()) >= 4]
+MASKED = [" ".join(words[:len(words) // 2] + ["[MASK]"] + words[len(words) // 2 + 1:]) for words in HELDOUT]
+
+
+def assert_same_predictions(ours, expected):
+    """Same inputs, tokens and sequences, scores within 1e-5 (batches differ only by rounding)."""
+    assert [r["input"] for r in ours] == [r["input"] for r in expected]
+    for mine, theirs in zip(ours, expected):
+        assert [p["token"] for p in mine["result"]] == [p["token"] for p in theirs["result"]]
+        np.testing.assert_allclose([p["score"] for p in mine["result"]], [p["score"] for p in theirs["result"]],
+                                   atol=1e-5)
+
+
+def test_batches_give_the_one_at_a_time_results_in_input_order(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(MASKED[:70]) + "\n", encoding="utf-8")
+    one = json_lines(cli("fill-mask", "--file", source, "--json", "--batch-size", "1", "--top-k", "2"))
+    many = json_lines(cli("fill-mask", "--file", source, "--json", "--batch-size", "16", "--top-k", "2"))
+    assert_same_predictions(many, one)
+    pipe = pydeberta.pipeline("fill-mask", model="pydeberta/tiny")
+    assert [r["result"][0]["token"] for r in one] == [pipe(text)[0]["token"] for text in MASKED[:70]]
+
+
+def test_an_interrupted_output_resumes_after_its_last_complete_line(tmp_path):
+    """Kill a run once it has written some lines, leave half a line as a crash mid-write would,
+    restart with the same arguments: every input has exactly one line, in order, equal to an
+    uninterrupted run's."""
+    source, output = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    inputs = (MASKED * 3)[:600]
+    source.write_text("\n".join(inputs) + "\n", encoding="utf-8")
+    args = [sys.executable, "-m", "pydeberta.cli", "fill-mask", "--file", str(source), "--output", str(output),
+            "--batch-size", "1", "--top-k", "2"]
+    run = subprocess.Popen(args, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while (not output.exists() or output.read_bytes().count(b"\n") < 16) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.kill()
+    run.wait()
+    written = output.read_bytes().count(b"\n")
+    assert 16 <= written < len(inputs), "the run must be killed in the middle"
+    with open(output, "ab") as f:
+        f.write(b'{"input": "half a li')  # as if killed while writing
+    resumed = subprocess.run(args, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "removed a half-written last line" in resumed.stderr
+    assert f"{len(inputs) - written} results written to {output} after the {written} it held" in resumed.stderr
+    lines = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    whole = json_lines(cli("fill-mask", "--file", source, "--json", "--batch-size", "8", "--top-k", "2"))
+    assert_same_predictions(lines, whole)
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(MASKED[1:20]) + "\n", encoding="utf-8")
+    refused = cli("fill-mask", "--file", other, "--output", output)
+    assert refused.returncode == 1 and "holds results of other inputs (line 1)" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_the_progress_bar_goes_to_a_terminal_and_never_into_results(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(MASKED[:40]) + "\n", encoding="utf-8")
+    piped = cli("fill-mask", "--file", source, "--json")
+    assert piped.returncode == 0 and piped.stderr == ""  # standard error is no terminal: no bar
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    with_terminal = subprocess.run([sys.executable, "-m", "pydeberta.cli", "fill-mask", "--file", str(source),
+                                    "--json"], stdout=subprocess.PIPE, stderr=follower, text=True, timeout=300,
+                                   cwd=tempfile.gettempdir())
+    os.close(follower)
+    chunks = []
+    while True:  # everything the command wrote to the terminal, until its end (EIO once drained)
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    terminal = b"".join(chunks).decode()
+    assert "40/40" in terminal and "pydeberta fill-mask" in terminal
+    assert with_terminal.stdout == piped.stdout  # results untouched by the bar
+
+
+def test_targets_are_words_and_a_word_of_several_pieces_is_said_in_one_line():
+    result = cli("fill-mask", "--json", "--targets", "earth,sea,aardvarkian",
+                 "In the beginning God created the heaven and the [MASK].")
+    assert result.returncode == 0
+    notes = result.stderr.strip().splitlines()
+    assert notes == ["pydeberta fill-mask: note: target 'aardvarkian' is 5 pieces (▁a ard var k ian); it is scored "
+                     "by its first piece '▁a', as transformers does"]
+    pipe = pydeberta.pipeline("fill-mask", model="pydeberta/tiny")
+    expected = pipe("In the beginning God created the heaven and the [MASK].", targets=["▁earth", "▁sea", "▁a"])
+    predictions = json.loads(result.stdout)["result"]
+    assert [p["token_str"] for p in predictions] == [p["token_str"] for p in expected]
+    np.testing.assert_allclose([p["score"] for p in predictions], [p["score"] for p in expected], atol=1e-6)
