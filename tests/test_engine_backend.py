@@ -142,6 +142,10 @@ sys.meta_path.insert(0, Hide())
 """
 
 
+FIRST_USE = "import pydeberta\nprint('imported', flush=True)\npydeberta.backend_info()\n"
+"""Import, then use: the environment is read at first use, so a bad value fails the use, not the import."""
+
+
 def run_python(code, backend_name):
     env = {k: v for k, v in os.environ.items() if k != "PYDEBERTA_BACKEND"}
     if backend_name is not None:
@@ -157,12 +161,13 @@ def test_without_the_extension_auto_falls_back_silently(name, expected):
     assert done.returncode == 0 and done.stdout.strip() == expected and not done.stderr, done.stderr
 
 
-def test_environment_variable_errors():
-    done = run_python(HIDE_EXTENSION + "import pydeberta", "cython")
-    assert done.returncode != 0 and "PYDEBERTA_BACKEND='cython' but the compiled extension is not available" in done.stderr
-    done = run_python("import pydeberta", "fastest")
-    assert (done.returncode != 0
-            and "PYDEBERTA_BACKEND must be one of auto, reference, numpy, cython, got 'fastest'" in done.stderr)
+def test_environment_variable_errors_come_at_first_use_not_at_import():
+    done = run_python(HIDE_EXTENSION + FIRST_USE, "cython")
+    assert done.returncode != 0 and done.stdout == "imported\n"
+    assert "PYDEBERTA_BACKEND='cython' but the compiled extension is not available" in done.stderr
+    done = run_python(FIRST_USE, "fastest")
+    assert done.returncode != 0 and done.stdout == "imported\n"
+    assert "PYDEBERTA_BACKEND must be one of auto, reference, numpy, cython, got 'fastest'" in done.stderr
 
 
 def test_environment_variable_selects_the_backend():
@@ -184,9 +189,10 @@ def test_block_cache_switch(value, on):
     assert done.returncode == 0, done.stderr
     expected = on and COMPILED
     assert done.stdout.split() == [str(expected), "pydeberta_block_cache" if expected else "default_allocator"]
-    bad = subprocess.run([sys.executable, "-c", "import pydeberta"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-c", FIRST_USE], capture_output=True, text=True,
                          cwd=tempfile.gettempdir(), env={**os.environ, "PYDEBERTA_BLOCK_CACHE": "maybe"})
-    assert bad.returncode != 0 and "PYDEBERTA_BLOCK_CACHE must be 0 or 1, got 'maybe'" in bad.stderr
+    assert bad.returncode != 0 and bad.stdout == "imported\n"
+    assert "PYDEBERTA_BLOCK_CACHE must be 0 or 1, got 'maybe'" in bad.stderr
 
 
 # ------------------------------------------------------------------------------------- threads, fork, spawn
@@ -227,9 +233,10 @@ def test_thread_count_from_the_environment(value, expected):
     threads, cap, compiled = done.stdout.split()
     if compiled == "True":
         assert threads == (cap if expected == "max" else expected)
-    bad = subprocess.run([sys.executable, "-c", "import pydeberta"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-c", FIRST_USE], capture_output=True, text=True,
                          cwd=tempfile.gettempdir(), env={**os.environ, "PYDEBERTA_NUM_THREADS": "two"})
-    assert bad.returncode != 0 and "PYDEBERTA_NUM_THREADS must be an integer >= 1, got 'two'" in bad.stderr
+    assert bad.returncode != 0 and bad.stdout == "imported\n"
+    assert "PYDEBERTA_NUM_THREADS must be an integer >= 1, got 'two'" in bad.stderr
 
 
 CHILD_RUN = """

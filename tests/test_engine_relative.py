@@ -58,7 +58,11 @@ def test_identity_band_by_hand(line, band):
     assert identity_band(np.array(line), key_size=3) == band
 
 
-@pytest.mark.parametrize("q, k", [(0, 3), (3, 0)])
-def test_empty_sizes_are_refused(q, k):
-    with pytest.raises(ValueError, match="query_size and key_size must be >= 1"):
+@pytest.mark.parametrize("q, k, name", [(0, 3, "query_size"), (3, 0, "key_size")])
+def test_empty_sizes_are_refused(q, k, name):
+    with pytest.raises(ValueError, match=f"{name} must be >= 1"):
         relative_index(q, k, 4)
+
+
+def test_equal_sizes_of_other_integer_types_share_one_index():
+    assert relative_index(np.int64(5), 5, 4) is relative_index(5, 5, 4)

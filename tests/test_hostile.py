@@ -603,6 +603,12 @@ def cli_cases(tmp, safetensors_folder, tokenizer_folder, model):
                                     "lacks backbone tensors the config requires:"),
         "expanded tensor": (python_m + ["fill-mask", "--model", expanded, "A [MASK]."], None, {},
                             "shape mismatch between"),
+        "PYDEBERTA_BACKEND": (python_m + ["fill-mask", "A [MASK]."], None, {"PYDEBERTA_BACKEND": "fast"},
+                              "PYDEBERTA_BACKEND must be one of auto, reference, numpy, cython, got 'fast'"),
+        "PYDEBERTA_NUM_THREADS": (python_m + ["inspect"], None, {"PYDEBERTA_NUM_THREADS": "two"},
+                                  "PYDEBERTA_NUM_THREADS must be an integer >= 1, got 'two'"),
+        "PYDEBERTA_BLOCK_CACHE": (python_m + ["fill-mask", "A [MASK]."], None, {"PYDEBERTA_BLOCK_CACHE": "yes"},
+                                  "PYDEBERTA_BLOCK_CACHE must be 0 or 1, got 'yes'"),
     }
 
 
@@ -614,7 +620,8 @@ def run_cli(command, stdin, environment):
 
 
 CLI_IDS = ["standard input", "argument", "option", "--file", "attention without matplotlib", "inspect id2label []",
-           "--targets ,", "usage", "nested pickle", "a message of many lines", "expanded tensor"]
+           "--targets ,", "usage", "nested pickle", "a message of many lines", "expanded tensor", "PYDEBERTA_BACKEND",
+           "PYDEBERTA_NUM_THREADS", "PYDEBERTA_BLOCK_CACHE"]
 
 
 @pytest.fixture(scope="module")

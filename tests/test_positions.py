@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
 
 from oracle import BUCKET_PAIRS
+from pydeberta.engine.relative import relative_index as engine_index
 from pydeberta.positions import build_relative_position, make_log_bucket_position, relative_index
 
 R = np.arange(-4096, 4097)
@@ -65,7 +66,6 @@ def test_relative_index_is_the_clamped_shifted_distance(n, span):
 def test_reachable_table_rows_hand_worked():
     """n=3, S=4, no buckets: c(i, j) = i - j + 4 lies in [2, 6]; the engine's index keeps rows
     2..6 and the line c - 2 (tests/test_engine_relative.py checks it against this module)."""
-    from pydeberta.engine.relative import relative_index as engine_index
 
     index = engine_index(3, 3, 4)
     assert (index.lo, index.hi) == (2, 6)
@@ -84,8 +84,12 @@ def test_reachable_table_rows_hand_worked():
     ((4, 4, 2, 1, 32), ValueError, "log buckets need bucket_size >= 2"),
     ((4, 4, 2, 8, 5), ValueError, "max_position - 1 > bucket_size // 2"),
 ])
-def test_sizes_that_are_not_positive_integers_are_refused(args, error, message):
-    """np.arange(4.5) has 5 entries, a compiled loop over range(int(4.5)) 4: a float is refused."""
+@pytest.mark.parametrize("twin", ["book", "engine"])
+def test_sizes_that_are_not_positive_integers_are_refused(args, error, message, twin):
+    """np.arange(4.5) has 5 entries, a compiled loop over range(int(4.5)) 4: a float is refused,
+    by the book's relative_index and the engine's twin with the same check and message."""
+    function = relative_index if twin == "book" else engine_index
     with pytest.raises(error, match=message):
-        relative_index(*args)
-    assert relative_index(np.int64(3), 3, 2).shape == (3, 3)
+        function(*args)
+    index = function(np.int64(3), 3, 2)  # a NumPy integer is an integer
+    assert (index.table() if twin == "engine" else index).shape == (3, 3)

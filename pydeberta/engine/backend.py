@@ -14,18 +14,19 @@ The engine swaps whole kernels, listed in :data:`KERNELS`: ``linear``, ``gelu``,
 (``tests/test_engine_kernels.py``, ``tests/test_modeling.py``). ``output_study=True`` always runs
 the book, whose intermediates it returns.
 
-Choosing: ``PYDEBERTA_BACKEND`` (read once, at import; default ``auto``), or :func:`use_backend`
+Choosing: ``PYDEBERTA_BACKEND`` (read once, at first use; default ``auto``), or :func:`use_backend`
 for a ``with`` block; :func:`backend_info` says what runs. ``PYDEBERTA_BLOCK_CACHE=0`` turns the
 ``cython`` backend's block cache off (:func:`block_cache`).
 
 Threads: the compiled kernels run on :func:`set_num_threads` threads (``PYDEBERTA_NUM_THREADS`` at
-import; default: the cores this process may use). In a child made by ``fork()`` they run on one
+first use; default: the cores this process may use). In a child made by ``fork()`` they run on one
 thread: the OpenMP runtime cannot restart its thread pool there (a parallel region in the child
 of a process that used it would wait forever), so the child keeps working, serially.
 """
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import os
 from typing import Callable, NamedTuple
@@ -90,7 +91,11 @@ def _check_threads(n, source):
 def set_num_threads(n):
     """Run the compiled kernels on ``n`` threads (an integer >= 1; more than :func:`max_threads`
     is capped there; 1 in a forked child). Results do not depend on it. Returns the count set."""
-    n = _check_threads(n, "num_threads")
+    _environment()  # PYDEBERTA_NUM_THREADS first, so that this call wins over it
+    return _apply_threads(_check_threads(n, "num_threads"))
+
+
+def _apply_threads(n):
     if _COMPILED is not None:
         _COMPILED["_cy_threads"].set_num_threads(n)
     return n
@@ -107,11 +112,6 @@ def _after_fork_in_child():
 _FORKED_CHILD = False
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-if "PYDEBERTA_NUM_THREADS" in os.environ:
-    _text = os.environ["PYDEBERTA_NUM_THREADS"].strip()
-    set_num_threads(_check_threads(int(_text) if _text.isdigit() else _text, "PYDEBERTA_NUM_THREADS"))
-elif _COMPILED is not None:
-    set_num_threads(min(_COMPILED["_cy_threads"].max_threads(), max_threads()))
 
 
 def _resolve(name, source):
@@ -126,12 +126,36 @@ def _resolve(name, source):
     return name
 
 
-_REQUESTED = os.environ.get("PYDEBERTA_BACKEND", "auto").strip().lower() or "auto"
-_BLOCK_CACHE = os.environ.get("PYDEBERTA_BLOCK_CACHE", "1").strip()
-if _BLOCK_CACHE not in ("0", "1"):
-    raise ValueError(f"PYDEBERTA_BLOCK_CACHE must be 0 or 1, got {_BLOCK_CACHE!r}")
-_BLOCK_CACHE = _BLOCK_CACHE == "1"
-_active = contextvars.ContextVar("pydeberta_backend", default=_resolve(_REQUESTED, "PYDEBERTA_BACKEND"))
+class Environment(NamedTuple):
+    """The settings read from the environment: ``requested`` (``PYDEBERTA_BACKEND``), ``backend``
+    (what it resolves to), ``block_cache`` (``PYDEBERTA_BLOCK_CACHE``)."""
+
+    requested: str
+    backend: str
+    block_cache: bool
+
+
+@functools.lru_cache(maxsize=None)
+def _environment():
+    """Read and check ``PYDEBERTA_BACKEND``, ``PYDEBERTA_BLOCK_CACHE`` and ``PYDEBERTA_NUM_THREADS``
+    on first use, not at import: a bad value is then a ``ValueError`` of the call that meets it
+    (which the command line reports in one line), not of ``import pydeberta``. The thread count
+    is applied here (the extension's default, capped, when the variable is unset). A failed
+    check is not cached: it fails again at the next use."""
+    requested = os.environ.get("PYDEBERTA_BACKEND", "auto").strip().lower() or "auto"
+    backend = _resolve(requested, "PYDEBERTA_BACKEND")
+    block_cache = os.environ.get("PYDEBERTA_BLOCK_CACHE", "1").strip()
+    if block_cache not in ("0", "1"):
+        raise ValueError(f"PYDEBERTA_BLOCK_CACHE must be 0 or 1, got {block_cache!r}")
+    if "PYDEBERTA_NUM_THREADS" in os.environ:
+        text = os.environ["PYDEBERTA_NUM_THREADS"].strip()
+        _apply_threads(_check_threads(int(text) if text.isdigit() else text, "PYDEBERTA_NUM_THREADS"))
+    elif _COMPILED is not None:
+        _apply_threads(1 if _FORKED_CHILD else min(_COMPILED["_cy_threads"].max_threads(), max_threads()))
+    return Environment(requested, backend, block_cache == "1")
+
+
+_active = contextvars.ContextVar("pydeberta_backend", default=None)  # None: the environment's backend
 
 
 def available_backends():
@@ -141,12 +165,12 @@ def available_backends():
 
 def active_backend():
     """``"reference"``, ``"numpy"`` or ``"cython"``: what a model call runs now."""
-    return _active.get()
+    return _active.get() or _environment().backend
 
 
 def active_kernels():
     """The :class:`Kernels` of the active engine backend (``numpy``'s under ``reference``)."""
-    return KERNELS.get(_active.get(), KERNELS["numpy"])
+    return KERNELS.get(active_backend(), KERNELS["numpy"])
 
 
 def activation(name, kernel_set):
@@ -188,7 +212,7 @@ def block_cache():
     (``_ext/block_cache.h``): blocks one forward frees are reused by the next instead of being
     faulted in again from the kernel. Only with the ``cython`` backend and unless
     ``PYDEBERTA_BLOCK_CACHE=0``; a no-op otherwise. Values never change."""
-    if _active.get() != "cython" or not _BLOCK_CACHE:
+    if active_backend() != "cython" or not _environment().block_cache:
         return contextlib.nullcontext()
     return _COMPILED["_cy_allocator"].use_block_cache()
 
@@ -215,7 +239,7 @@ def backend_info():
     threads = _COMPILED["_cy_threads"] if _COMPILED is not None else None
     return {
         "backend": active_backend(),
-        "requested": _REQUESTED,
+        "requested": _environment().requested,
         "available": available_backends(),
         "compiled": _COMPILED is not None,
         "reason": _UNAVAILABLE,
@@ -224,7 +248,7 @@ def backend_info():
         "max_threads": max_threads(),
         "forked_child": _FORKED_CHILD,
         "vector_math": threads is not None and threads.vector_math(),
-        "block_cache": active_backend() == "cython" and _BLOCK_CACHE,
+        "block_cache": active_backend() == "cython" and _environment().block_cache,
         "block_cache_bytes": _COMPILED["_cy_allocator"].cached_bytes() if _COMPILED is not None else 0,
         "kernels": {name: f"{function.__module__}.{function.__name__}"
                     for name, function in active_kernels()._asdict().items()},

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..positions import make_log_bucket_position
+from ..positions import check_sizes, make_log_bucket_position
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ def identity_band(line, key_size):
     return band_lo, band_hi, int(line[starts[k]]) - band_lo
 
 
-@functools.lru_cache(maxsize=64)
 def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=-1):
     """The :class:`RelativeIndex` of the book's :func:`pydeberta.positions.relative_index`
-    (same arguments), computed from the ``Q + K - 1`` distances alone and cached.
+    (same arguments, checked by the same :func:`pydeberta.positions.check_sizes`), computed from
+    the ``Q + K - 1`` distances alone and cached per sizes.
 
     >>> index = relative_index(3, 3, att_span=2)
     >>> index.lo, index.hi, index.line.tolist()
@@ -85,8 +85,13 @@ def relative_index(query_size, key_size, att_span, bucket_size=-1, max_position=
      [3 2 1]
      [3 3 2]]
     """
-    if query_size < 1 or key_size < 1:
-        raise ValueError(f"relative_index: query_size and key_size must be >= 1, got {query_size} and {key_size}")
+    check_sizes(query_size, key_size, bucket_size, max_position, att_span)  # before the cache: 3.0 == 3 there
+    return _relative_index(int(query_size), int(key_size), int(att_span), int(bucket_size), int(max_position))
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_index(query_size, key_size, att_span, bucket_size, max_position):
+    """:func:`relative_index` of checked sizes, built once per sizes."""
     distances = np.arange(-(key_size - 1), query_size, dtype=np.int64)  # [Q + K - 1]: d = i - j
     if bucket_size > 0 and max_position > 0:
         distances = make_log_bucket_position(distances, bucket_size, max_position)
