@@ -7,6 +7,7 @@
     pydeberta zero-shot --model NLI_FOLDER --labels sports,politics "The match ended 2-2."
     pydeberta ner --model NER_FOLDER "Ada Lovelace was born in London."
     pydeberta qa --model QA_FOLDER --question "Where?" --context "Ada was born in London."
+    pydeberta embed --file lines.txt --normalize --npy vectors.npy     (or --output FILE.jsonl)
     pydeberta inspect pydeberta/tiny
     pydeberta attention pydeberta/tiny "The cat sat." --layer 0 --head 1 --out fig.png
 
@@ -25,6 +26,7 @@ standard error and a non-zero exit status, never a traceback; warnings are one l
 import argparse
 import contextlib
 import json
+import os
 import sys
 import warnings
 
@@ -40,6 +42,7 @@ TASKS = {
     "zero-shot": ("zero-shot-classification", ("DebertaV2ForSequenceClassification",)),
     "ner": ("token-classification", ("DebertaV2ForTokenClassification",)),
     "qa": ("question-answering", ("DebertaV2ForQuestionAnswering",)),
+    "embed": ("feature-extraction", None),  # any checkpoint: the backbone's hidden states, pooled
 }
 
 
@@ -145,7 +148,7 @@ def load_pipeline(args):
     name = args.model or DEFAULT_MODEL
     folder = resolve_model_folder(name)
     architectures = getattr(DebertaV2Config.from_pretrained(folder), "architectures", None) or []
-    if not set(architectures) & set(classes):
+    if classes is not None and not set(architectures) & set(classes):
         raise CommandError(
             f"{args.command}: model {name!r} is a {', '.join(architectures) or 'model without a task head'}; "
             f"this task needs a {' or '.join(classes)} checkpoint (pass --model FOLDER)")
@@ -170,6 +173,8 @@ def task_options(args):
             options["hypothesis_template"] = args.template
     if args.command == "ner":
         options["aggregation_strategy"] = args.aggregation
+    if args.command == "embed":
+        options["pooling"], options["normalize"] = args.pooling, args.normalize
     return options
 
 
@@ -189,6 +194,9 @@ def format_result(command, item, result):
         return [f"  {r['label']:<20} {r['score']:.4f}" for r in results]
     if command == "zero-shot":
         return [f"  {label:<20} {score:.4f}" for label, score in zip(result["labels"], result["scores"])]
+    if command == "embed":
+        shown = ", ".join(f"{value:.4f}" for value in result[:4])
+        return [f"  [{shown}, ...]  ({len(result)} dimensions, norm {float(np.linalg.norm(result)):.4f})"]
     if command == "ner":
         key = "entity_group" if result and "entity_group" in result[0] else "entity"
         return [f"  {r[key]:<10} {r['score']:.4f}  {r['word']!s:<20} [{r['start']}:{r['end']}]" for r in result] \
@@ -259,6 +267,8 @@ def run_task(args):
     line, else to standard output); a progress bar on standard error when it is a terminal."""
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if getattr(args, "npy", None) and (args.output or args.json):
+        raise CommandError("embed: --npy writes one array; it does not combine with --output or --json")
     inputs = read_inputs(args)
     done = resume_point(args.output, inputs) if args.output else 0
     pipe = load_pipeline(args)
@@ -275,10 +285,13 @@ def run_task(args):
             window *= 4 * max(1, len(client.scheduler_info()["workers"]))  # a few partitions per worker
         sink = stack.enter_context(open(args.output, "a", encoding="utf-8")) if args.output else None
         progress = stack.enter_context(progress_bar(args, total=len(inputs), initial=done))
+        vectors = []  # --npy: every embedding, saved when all are done
         for start in range(done, len(inputs), window):
             items = inputs[start:start + window]
             for item, result in zip(items, results_of(pipe, items, options, args, client)):
-                if sink is not None:
+                if getattr(args, "npy", None):
+                    vectors.append(result)
+                elif sink is not None:
                     print(json.dumps({"input": item, "result": result}, ensure_ascii=False), file=sink)
                 elif args.json:
                     progress.write(json.dumps({"input": item, "result": result}, ensure_ascii=False), file=sys.stdout)
@@ -289,9 +302,23 @@ def run_task(args):
             if sink is not None:
                 sink.flush()
             progress.update(len(items))
+    if getattr(args, "npy", None):
+        save_npy(args.npy, np.asarray(vectors, dtype=np.float32))
+        print(f"pydeberta embed: {len(vectors)} embeddings ({len(vectors[0])} dimensions) written to {args.npy}",
+              file=sys.stderr)
     if args.output:
         print(f"pydeberta {args.command}: {len(inputs) - done} results written to {args.output}"
               + (f" after the {done} it held" if done else ""), file=sys.stderr)
+
+
+def save_npy(path, array):
+    """``np.save`` to ``path`` all or nothing: a temporary file beside it, renamed when complete."""
+    from .saving import atomic_files
+
+    folder, name = os.path.split(os.path.abspath(path))
+    with atomic_files(folder, caller="--npy") as target:
+        with open(target(name), "wb") as f:
+            np.save(f, array)
 
 
 def progress_bar(args, total, initial):
@@ -411,6 +438,10 @@ def build_parser():
     p.add_argument("--multi-label", action="store_true")
     p = task_parser("ner", "token classification / named entities")
     p.add_argument("--aggregation", default="simple", choices=["none", "simple", "first", "average", "max"])
+    p = task_parser("embed", "sentence embeddings: the backbone's hidden states, pooled")
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls"], help="mean of the tokens (default) or [CLS]")
+    p.add_argument("--normalize", action="store_true", help="unit-length embeddings (dot product = cosine)")
+    p.add_argument("--npy", metavar="FILE", help="write all embeddings as one float32 array [texts, dimensions]")
     p = task_parser("qa", "extractive question answering")
     p.add_argument("--question")
     p.add_argument("--context")

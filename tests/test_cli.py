@@ -261,3 +261,32 @@ def test_targets_are_words_and_a_word_of_several_pieces_is_said_in_one_line():
     predictions = json.loads(result.stdout)["result"]
     assert [p["token_str"] for p in predictions] == [p["token_str"] for p in expected]
     np.testing.assert_allclose([p["score"] for p in predictions], [p["score"] for p in expected], atol=1e-6)
+
+
+def test_embed_writes_transformers_hidden_states_pooled(folders, tmp_path):
+    """``pydeberta embed`` on a masked-LM checkpoint: transformers' DebertaV2Model hidden states of
+    the same ids, mean-pooled and normalised, as an .npy array and as JSON lines."""
+    import torch
+    import transformers
+
+    texts = ["The cat sat on the mat.", "A much longer sentence about the weather in Berlin tomorrow.", "Hi."]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    array_file, lines_file = tmp_path / "vectors.npy", tmp_path / "vectors.jsonl"
+    done = cli("embed", "--model", folders["mlm"], "--file", source, "--normalize", "--npy", array_file)
+    assert done.returncode == 0 and f"3 embeddings (16 dimensions) written to {array_file}" in done.stderr
+    assert cli("embed", "--model", folders["mlm"], "--file", source, "--normalize", "--output",
+               lines_file).returncode == 0
+    tokenizer = pydeberta.DebertaV2Tokenizer.from_pretrained(folders["mlm"])
+    reference = transformers.DebertaV2Model.from_pretrained(folders["mlm"]).eval()
+    expected = []
+    for text in texts:
+        with torch.no_grad():
+            hidden = reference(input_ids=torch.tensor([tokenizer(text)["input_ids"]])).last_hidden_state[0]
+        expected.append(torch.nn.functional.normalize(hidden.mean(dim=0), dim=0).numpy())
+    np.testing.assert_allclose(np.load(array_file), np.array(expected), atol=1e-5)
+    records = [json.loads(line) for line in lines_file.read_text(encoding="utf-8").splitlines()]
+    assert [r["input"] for r in records] == texts
+    np.testing.assert_allclose([r["result"] for r in records], np.array(expected), atol=1e-5)
+    refused = cli("embed", "--file", source, "--npy", array_file, "--json")
+    assert refused.returncode == 1 and "--npy writes one array" in refused.stderr
