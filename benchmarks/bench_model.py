@@ -22,8 +22,9 @@ Time: each engine runs in its own worker process (its own BLAS / OpenMP thread p
 process, the pools of NumPy's OpenBLAS and of torch slow each other down, by ~25% for torch at
 B=1 N=128 here). After a warm-up the workers take turns call by call (``--repeats`` rounds, a
 short pause between turns so the last engine's threads are asleep), so a noisy neighbour slows
-all engines alike. Reported: the median and fastest call, and the ratio to transformers as the
-median over rounds of (this engine's time / transformers' time in the same round), which a slow
+all engines alike. Reported: the median and fastest call, and the ratios to transformers and to
+ONNX Runtime, each the median over rounds of (this engine's time / the other's time in the same
+round), which a slow
 phase of the host lasting a few rounds leaves alone. Every
 engine's last hidden state is compared with transformers' (largest absolute difference).
 
@@ -43,6 +44,7 @@ Usage::
     python benchmarks/bench_model.py                       # the three shapes, every engine
     python benchmarks/bench_model.py --shapes 1x128 --repeats 5 --engines pydeberta-cython,transformers
     python benchmarks/bench_model.py --json results.json   # also write the figures
+    python benchmarks/bench_model.py --shapes 1x128 --load 1   # with one competing busy process
 """
 
 import argparse
@@ -90,6 +92,9 @@ def parse_args(argv=None):
     parser.add_argument("--keep-blas-env", action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between two engines' turns (default: %(default)s)")
+    parser.add_argument("--load", type=int, default=0, metavar="K",
+                        help="start K busy processes (a Python loop each) for the timing: a machine shared with "
+                             "other work (default: %(default)s)")
     parser.add_argument("--worker", metavar="ENGINE", help=argparse.SUPPRESS)
     parser.add_argument("--memory-worker", metavar="ENGINE", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
@@ -365,6 +370,26 @@ def main(args):
     print("environment:", json.dumps(env, default=str), flush=True)
 
     results = []
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    env["load"] = args.load
+    try:
+        measure_shapes(workers, args, results)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    for worker in workers.values():
+        worker.close()
+    env["loadavg_end"] = os.getloadavg()[0]
+    print(f"load average (1 min) at start {env['loadavg']:.2f}, at end {env['loadavg_end']:.2f}"
+          + (f" ({args.load} busy processes during the timing)" if args.load else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "results": results}, f, indent=1, default=str)
+
+
+def measure_shapes(workers, args, results):
+    """Time every engine at every shape (engines taking turns), compare outputs, add memory."""
     with tempfile.TemporaryDirectory() as tmp:
         for B, N in args.shapes:
             saved = {name: os.path.join(tmp, f"{name}-{B}x{N}.npy") for name in workers}
@@ -383,36 +408,32 @@ def main(args):
                              "min_ms": min(times[name]) * 1e3, "times_ms": [t * 1e3 for t in times[name]],
                              "max_abs_diff": None if reference is None or name == "blas-floor" else
                              float(np.abs(np.load(saved[name]) - reference).max())})
-            base = times.get("transformers")
             for r in rows:
-                # Each round's time over transformers' time in the same round, then the median:
+                # Each round's time over the competitor's time in the same round, then the median:
                 # a slow phase of the host, lasting a few rounds, cancels out of the ratio.
-                r["ratio"] = None if base is None else float(np.median(np.array(times[r["engine"]]) / np.array(base)))
+                for key, competitor in (("ratio", "transformers"), ("ratio_ort", "onnxruntime")):
+                    base = times.get(competitor)
+                    r[key] = None if base is None else float(np.median(np.array(times[r["engine"]]) / np.array(base)))
             if not args.no_memory:
                 for r in rows:
                     r.update(measure_memory(r["engine"], B, N, args))
             results += rows
             print_table(rows)
-    for worker in workers.values():
-        worker.close()
-    env["loadavg_end"] = os.getloadavg()[0]
-    print(f"load average (1 min) at start {env['loadavg']:.2f}, at end {env['loadavg_end']:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "results": results}, f, indent=1, default=str)
 
 
 def print_table(rows):
     B, N = rows[0]["B"], rows[0]["N"]
     print(f"\nB={B} N={N}")
-    print(f"  {'engine':20s} {'median ms':>10s} {'min ms':>9s} {'x transformers':>15s} {'fwd peak MiB':>13s} "
-          f"{'total peak MiB':>15s} {'max |diff|':>10s}")
+    print(f"  {'engine':20s} {'median ms':>10s} {'min ms':>9s} {'x transformers':>15s} {'x onnxruntime':>14s} "
+          f"{'fwd peak MiB':>13s} {'total peak MiB':>15s} {'max |diff|':>10s}")
     for r in rows:
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
+        ratio_ort = "-" if r.get("ratio_ort") is None else f"{r['ratio_ort']:.3f}"
         fwd = f"{r['forward_mib']:.0f}" if "forward_mib" in r else r.get("error", "-")
         total = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        print(f"  {r['engine']:20s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {fwd:>13s} {total:>15s} {diff:>10s}")
+        print(f"  {r['engine']:20s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {ratio_ort:>14s} {fwd:>13s} "
+              f"{total:>15s} {diff:>10s}")
     sys.stdout.flush()
 
 
