@@ -396,7 +396,7 @@ def run_attention(args):
     out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True,
                 output_study=True)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    fig, _ = plot_attention_terms(out, tokens, layer=args.layer, head=args.head)
+    fig, _ = plot_attention_terms(out, tokens, layer=args.layer, head=args.head, shared_scale=args.shared_scale)
     fig.savefig(args.out, dpi=args.dpi, bbox_inches="tight")
     print(f"wrote {args.out}")
 
@@ -457,6 +457,8 @@ def build_parser():
     p.add_argument("--head", type=int, default=0)
     p.add_argument("--out", default="attention.png")
     p.add_argument("--dpi", type=int, default=120)
+    p.add_argument("--shared-scale", action="store_true",
+                   help="one colour scale for the c2c, c2p and p2c maps, so their sizes compare")
     return parser
 
 

@@ -51,6 +51,8 @@ CONV_COLOR = "#e7298a"
 BAND_COLORS = {"identity": "#a6cee3", "log": "#fdbf6f", "beyond": "#dddddd"}
 TERMS = ("c2c", "c2p", "p2c")
 ANNOTATE_MAX = 16  # matrices up to this size get their values written in the cells
+MAX_TICKS = 40  # token labels per axis at most: longer sequences label every k-th token
+SCORE_LABEL = "score / sqrt(D·sf)"
 
 
 def _pyplot():
@@ -94,10 +96,14 @@ def _check_index(value, size, name):
 
 # --------------------------------------------------------------------------- drawing helpers
 def _token_ticks(ax, tokens, x=True, y=True, fontsize=8):
+    """Token labels on the axes: every token up to :data:`MAX_TICKS`, else every k-th
+    (``k = ceil(N / MAX_TICKS)``), so that 200 tokens stay readable."""
+    step = -(-len(tokens) // MAX_TICKS)
+    positions, labels = range(0, len(tokens), step), list(tokens)[::step]
     if x:
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=fontsize)
+        ax.set_xticks(positions, labels, rotation=90, fontsize=fontsize)
     if y:
-        ax.set_yticks(range(len(tokens)), tokens, fontsize=fontsize)
+        ax.set_yticks(positions, labels, fontsize=fontsize)
 
 
 def _frame(ax, color):
@@ -117,8 +123,9 @@ def _annotate(ax, matrix, fmt="{:d}"):
             ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=6)
 
 
-def _heatmap(ax, matrix, tokens, title, cmap, symmetric, colorbar=True, limit=None):
-    """One ``[Q, K]`` heatmap with tokens as tick labels (queries down, keys across)."""
+def _heatmap(ax, matrix, tokens, title, cmap, symmetric, colorbar=True, limit=None, label=None):
+    """One ``[Q, K]`` heatmap with tokens as tick labels (queries down, keys across); ``colorbar``
+    True draws its own (labelled ``label``), False none."""
     if limit is None:
         limit = float(np.abs(matrix).max()) or 1.0
     image = ax.imshow(matrix, cmap=cmap, vmin=-limit if symmetric else 0.0, vmax=limit if symmetric else None)
@@ -127,7 +134,7 @@ def _heatmap(ax, matrix, tokens, title, cmap, symmetric, colorbar=True, limit=No
     ax.set_xlabel("key")
     ax.set_ylabel("query")
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
     return image
 
 
@@ -286,12 +293,18 @@ def plot_score_terms(output, tokens, layer=0, head=0, batch_index=0):
     return fig, axes
 
 
-def plot_attention_terms(output, tokens, layer=0, head=0, batch_index=0):
+def plot_attention_terms(output, tokens, layer=0, head=0, batch_index=0, shared_scale=False):
     """One head's attention probabilities beside its c2c, c2p and p2c score terms.
+
+    Up to 64 tokens the four maps stand in a row; longer sequences get a 2 x 2 grid of larger
+    maps, and token labels thin out past :data:`MAX_TICKS`.
 
     Args:
         output: a model output called with ``output_attentions=True, output_study=True``.
         tokens: the ``N`` token strings of row ``batch_index``.
+        shared_scale: False gives each term its own colour scale (its own largest magnitude);
+            True puts the three terms on one symmetric scale, the largest magnitude of the three,
+            with one colour bar, so that their sizes compare at a glance.
     Returns:
         ``(figure, axes)`` with four axes: probabilities, c2c, c2p, p2c (the terms are the
         pre-softmax scores already divided by ``sqrt(D · sf)``; an absent term is drawn as zeros).
@@ -301,12 +314,23 @@ def plot_attention_terms(output, tokens, layer=0, head=0, batch_index=0):
     plt = _pyplot()
     probs = output.attentions[layer][batch_index, head]  # [N, N]
     terms = {name: getattr(output.study, name)[layer] for name in TERMS}
-    fig, axes = plt.subplots(1, 4, figsize=(4 * 4.2, 4.4), constrained_layout=True)
-    _heatmap(axes[0], probs, tokens, f"attention, layer {layer} head {head}", PROBABILITY_CMAP, symmetric=False)
-    for ax, (name, term) in zip(axes[1:], terms.items()):
-        matrix = np.zeros_like(probs) if term is None else term[batch_index, head]
-        _heatmap(ax, matrix, tokens, name + ("" if term is not None else " (off)"), SCORE_CMAP, symmetric=True)
+    matrices = {name: np.zeros_like(probs) if term is None else term[batch_index, head] for name, term in terms.items()}
+    N = len(probs)
+    if N <= 64:
+        fig, axes = plt.subplots(1, 4, figsize=(4 * 4.2, 4.4), constrained_layout=True)
+    else:
+        side = min(4.2 + N / 40, 9.0)
+        fig, axes = plt.subplots(2, 2, figsize=(2 * side + 1.5, 2 * side), constrained_layout=True)
+        axes = axes.ravel()
+    _heatmap(axes[0], probs, tokens, f"attention, layer {layer} head {head}", PROBABILITY_CMAP, symmetric=False,
+             label="probability")
+    limit = (max(float(np.abs(m).max()) for m in matrices.values()) or 1.0) if shared_scale else None
+    for ax, (name, matrix) in zip(axes[1:], matrices.items()):
+        image = _heatmap(ax, matrix, tokens, name + ("" if terms[name] is not None else " (off)"), SCORE_CMAP,
+                         symmetric=True, colorbar=not shared_scale, limit=limit, label=SCORE_LABEL)
         _frame(ax, TERM_COLORS[name])
+    if shared_scale:
+        fig.colorbar(image, ax=list(axes[1:]), fraction=0.02, pad=0.02, label=f"{SCORE_LABEL}, one scale for the terms")
     return fig, axes
 
 

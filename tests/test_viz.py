@@ -270,3 +270,24 @@ def test_outputs_without_attentions_or_study_name_the_flag(tiny):
         viz.plot_model_view(plain, TOKENS)
     with pytest.raises(ValueError, match="output_study=True"):
         viz.plot_score_terms(plain, TOKENS)
+
+
+def test_attention_terms_on_a_shared_scale_and_long_sequences(tiny):
+    """A shared scale puts c2c, c2p and p2c on one symmetric colour range (the largest magnitude
+    of the three) with one colour bar; 200 tokens get a 2 x 2 grid and at most MAX_TICKS labels."""
+    model, out = tiny
+    fig, axes = viz.plot_attention_terms(out, TOKENS, layer=1, head=0, batch_index=1, shared_scale=True)
+    terms = [getattr(out.study, name)[1][1, 0] for name in ("c2c", "c2p", "p2c")]
+    limit = max(float(np.abs(term).max()) for term in terms)
+    for ax in axes[1:]:
+        assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+    assert len(fig.axes) == 6  # four maps, the probabilities' colour bar, one shared bar
+    assert "one scale for the terms" in fig.axes[-1].get_ylabel()
+    rng = np.random.default_rng(0)
+    long_out = model(input_ids=rng.integers(3, 40, (1, 200)), output_attentions=True, output_study=True)
+    tokens = [f"t{i}" for i in range(200)]
+    fig, axes = viz.plot_attention_terms(long_out, tokens)
+    assert axes.shape == (4,) and axes[0].get_subplotspec().get_geometry()[:2] == (2, 2)
+    labels = [label.get_text() for label in axes[0].get_xticklabels()]
+    assert len(labels) <= viz.MAX_TICKS and labels[:2] == ["t0", "t5"]
+    plt.close("all")
