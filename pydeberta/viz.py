@@ -198,12 +198,18 @@ def plot_relative_positions(config, length=None, tokens=None):
     ``study.relative_positions``) and the table row ``c(i, j)`` both relative terms read
     (:func:`~pydeberta.positions.relative_index`, the model's ``study.rel_index``).
 
+    With log buckets, the bucket and table-row maps mark the identity band ``|i - j| <= m``
+    (``m = position_buckets // 2``) with two dashed diagonals: inside it every distance is its
+    own bucket, outside it buckets widen logarithmically. The band shows only on a sequence longer
+    than ``m``; a few hundred positions show both regions.
+
     Args:
         config: a :class:`~pydeberta.DebertaV2Config` (its ``position_buckets``,
             ``max_relative_span`` and ``att_span``).
         length: ``N`` (default ``len(tokens)``); tokens: optional tick labels.
     Returns:
-        ``(figure, axes)`` with three axes: ``i - j``, bucket, ``c(i, j)``.
+        ``(figure, axes)`` with three axes: ``i - j``, bucket, ``c(i, j)``; the band's two lines
+        are ``axes[1].lines`` and ``axes[2].lines`` (none without log buckets).
     """
     if length is None:
         if tokens is None:
@@ -216,10 +222,10 @@ def plot_relative_positions(config, length=None, tokens=None):
     bucketed = build_relative_position(length, length, buckets, max_position)
     rows = relative_index(length, length, S, buckets, max_position)
     fig, axes = plt.subplots(1, 3, figsize=(3 * 4.3, 4.4), constrained_layout=True)
-    limit = max(float(np.abs(raw).max()), 1.0)
     bucket_title = f"bucket(i − j), {buckets} buckets" if buckets > 0 else "bucket(i − j) (no buckets: = i − j)"
     for ax, matrix, title, centre in ((axes[0], raw, "i − j", 0), (axes[1], bucketed, bucket_title, 0),
                                       (axes[2], rows, f"table row c(i, j) = clip(bucket + {S}, 0, {2 * S - 1})", S)):
+        limit = max(float(np.abs(matrix - centre).max()), 1.0)  # each map its own range: the buckets' is narrower
         image = ax.imshow(matrix, cmap=POSITION_CMAP, vmin=centre - limit, vmax=centre + limit)
         ax.set_title(title, fontsize=9)
         _token_ticks(ax, labels)
@@ -227,6 +233,14 @@ def plot_relative_positions(config, length=None, tokens=None):
         ax.set_ylabel("query i")
         _annotate(ax, matrix)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    mid = buckets // 2
+    if buckets > 0 and max_position > 0 and mid < length - 1:
+        for ax in axes[1:]:
+            for offset in (-mid, mid):  # the diagonals i - j = ±m, in (key j, query i) coordinates
+                ax.plot([max(0, -offset), min(length, length - offset) - 1],
+                        [max(0, offset), min(length, length + offset) - 1], "--", color="black",
+                        linewidth=1.2, label=f"identity band |i − j| ≤ {mid}" if offset < 0 else None)
+        axes[1].legend(loc="lower left", fontsize=7)
     return fig, axes
 
 

@@ -291,3 +291,18 @@ def test_attention_terms_on_a_shared_scale_and_long_sequences(tiny):
     labels = [label.get_text() for label in axes[0].get_xticklabels()]
     assert len(labels) <= viz.MAX_TICKS and labels[:2] == ["t0", "t5"]
     plt.close("all")
+
+
+def test_relative_positions_mark_the_identity_band_on_a_long_sequence(tiny):
+    """Buckets 8 (m = 4) over 40 positions: the two dashed lines are the diagonals i - j = -4 and
+    +4, and the bucket map equals i - j exactly between them."""
+    model, _ = tiny
+    fig, axes = viz.plot_relative_positions(model.config, length=40)
+    for ax in axes[1:]:
+        offsets = [np.unique(line.get_ydata() - line.get_xdata()).tolist() for line in ax.lines]  # i - j along each
+        assert sorted(offsets) == [[-4.0], [4.0]]
+    bucket = axes[1].images[0].get_array()
+    distance = np.subtract.outer(np.arange(40), np.arange(40))
+    np.testing.assert_array_equal(bucket[np.abs(distance) <= 4], distance[np.abs(distance) <= 4])
+    assert not axes[0].lines and len(viz.plot_relative_positions(model.config, length=4)[1][1].lines) == 0
+    plt.close("all")

@@ -11,6 +11,8 @@ Figures (the same calls as tutorials 03 and 00):
   (:func:`pydeberta.viz.plot_score_terms`), for the head whose relative terms move the scores most
   relative to c2c;
 - ``model_view.png``: every layer's and head's attention (:func:`pydeberta.viz.plot_model_view`).
+- ``relative_positions.png``: ``i - j``, its log bucket and the table row over 300 positions, the
+  identity band marked (:func:`pydeberta.viz.plot_relative_positions`).
 
 The PNGs carry no software-version metadata, so re-running with the same libraries gives the
 same files.
@@ -56,6 +58,7 @@ def main(argv=None):
     figures = {
         "attention_terms.png": viz.plot_score_terms(out, tokens, layer=layer, head=head)[0],
         "model_view.png": viz.plot_model_view(out, tokens)[0],
+        "relative_positions.png": viz.plot_relative_positions(model.config, length=300)[0],
     }
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=args.dpi, bbox_inches="tight", metadata={"Software": None})

@@ -135,6 +135,21 @@ out = model(**enc, output_attentions=True, output_study=True)
 fig, axes = viz.plot_relative_positions(config, tokens=tokens)
 
 # %% [markdown]
+# That sentence is shorter than $m$, so its buckets equal `i − j` and the log region never shows.
+# The same maps for 300 positions: inside the dashed diagonals ($|i - j| \le m$, the identity band)
+# each distance has its own bucket and table row; outside, the colours change ever more slowly
+# along a row, because ever more distances share a bucket.
+
+# %%
+long_fig, long_axes = viz.plot_relative_positions(config, length=300)
+m = config.position_buckets // 2
+long_rel = build_relative_position(300, 300, config.position_buckets, config.max_relative_span)
+distance = np.subtract.outer(np.arange(300), np.arange(300))
+assert (long_rel[np.abs(distance) <= m] == distance[np.abs(distance) <= m]).all()  # the band: bucket = i - j
+assert len(np.unique(long_rel[np.abs(distance) > m])) < len(np.unique(distance[np.abs(distance) > m]))
+print(f"m = {m}: {len(np.unique(distance))} distances fall into {len(np.unique(long_rel))} buckets")
+
+# %% [markdown]
 # The table itself is `encoder.rel_embeddings.weight`, `[2S, C]`, layer-normed before use
 # (`norm_rel_ebd = "layer_norm"`). A sentence of $N \le m$ tokens reads only the $2N-1$ rows
 # around row $S$; the rows far from the centre serve long inputs.
