@@ -30,8 +30,9 @@
 #
 # **The bundled model has no convolution**: it is DeBERTa-v3-style, and v3 dropped nGiE
 # (`conv_kernel_size = 0`). This notebook therefore builds a small v2-xlarge-style model
-# (`conv_kernel_size = 3`, `conv_act = "gelu"`) with **random weights**: the mechanism and the
-# checks are exact, the numbers carry no learned meaning.
+# (`conv_kernel_size = 3`, `conv_act = "gelu"`) with **random weights** for the checks (the
+# mechanism and the checks are exact, the numbers carry no learned meaning), and for the figure a
+# kernel set by hand so that its n-gram mixing can be read.
 
 # %%
 # %matplotlib inline
@@ -39,12 +40,14 @@ import inspect
 import tempfile
 import warnings
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 import pydeberta
 from pydeberta import viz
 from pydeberta.hub import resolve_model_folder
 from pydeberta.conv import conv1d, conv_layer
+from pydeberta.functional import gelu
 from pydeberta.model import encoder_layer, relative_embeddings
 
 MODEL = "pydeberta/tiny"  # only its tokenizer is used here
@@ -101,12 +104,60 @@ print("layer-0 attention output changed at positions:",
       np.flatnonzero(np.abs(Y0_changed - Y0).max(axis=-1)[0] > 1e-6).tolist())
 
 # %% [markdown]
-# ## One figure: what the convolution adds to layer 0
+# ## One figure: a convolution you can read
 #
-# `study.conv_output` per token and channel (signed, zero-centred) and its size per token.
+# Random weights mix the three neighbours into noise. To see what the kernel *can* do, set it by
+# hand: the first half of the output channels copies channel $c$ of the **previous** token (tap
+# $\tau = 0$ reads $E^0_{t-1}$), the second half channel $c$ of the **next** token (tap $\tau = 2$):
+#
+# $$W_{c,c,0} = 1 \;(c < C/2), \qquad W_{c,c,2} = 1 \;(c \ge C/2), \qquad \text{all other } W = 0,\; b = 0,$$
+#
+# so $\text{out}_t = \operatorname{gelu}([E^0_{t-1}[{:}C/2],\; E^0_{t+1}[C/2{:}]])$: every token is
+# handed its left neighbour's features and its right neighbour's, a bigram view of the input
+# that attention would have to learn to build.
 
 # %%
-fig, axes = viz.plot_conv_contribution(out, tokens)
+C = config.hidden_size
+W = np.zeros((C, C, 3), np.float32)
+W[np.arange(C // 2), np.arange(C // 2), 0] = 1.0  # previous token
+W[np.arange(C // 2, C), np.arange(C // 2, C), 2] = 1.0  # next token
+shifted = pydeberta.DebertaV2Model(config, params={**model.params, "encoder.conv.conv.weight": W,
+                                                   "encoder.conv.conv.bias": np.zeros(C, np.float32)})
+readable = shifted(**enc, output_hidden_states=True, output_study=True)
+conv_out, E = readable.study.conv_output[0], readable.hidden_states[0][0]  # [N, C] each
+assert np.allclose(conv_out[1:, :C // 2], gelu(E[:-1, :C // 2]), atol=1e-6)  # out_t = gelu(E_{t-1}) ...
+assert np.allclose(conv_out[:-1, C // 2:], gelu(E[1:, C // 2:]), atol=1e-6)  # ... and gelu(E_{t+1})
+assert np.allclose(conv_out[0, :C // 2], 0) and np.allclose(conv_out[-1, C // 2:], 0)  # zero padding at the ends
+
+
+def cosine(a, b):
+    """Cosine similarity of every row of a with every row of b: [N, N]; NaN (drawn blank) for a
+    row that is all zeros."""
+    norm_a, norm_b = np.linalg.norm(a, axis=-1, keepdims=True), np.linalg.norm(b, axis=-1, keepdims=True)
+    return (a / np.where(norm_a == 0, np.nan, norm_a)) @ (b / np.where(norm_b == 0, np.nan, norm_b)).T
+
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+for ax, half, title in ((axes[0], slice(0, C // 2), "first half: out_t vs gelu(E_s)"),
+                        (axes[1], slice(C // 2, C), "second half: out_t vs gelu(E_s)")):
+    image = ax.imshow(cosine(conv_out[:, half], gelu(E[:, half])), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+    ax.set_xlabel("input token s")
+    ax.set_ylabel("conv output at token t")
+    ax.set_title(title)
+fig.colorbar(image, ax=list(axes), fraction=0.03, label="cosine similarity")
+
+# %% [markdown]
+# The bright line sits one step **left** of the diagonal in the first half ($s = t - 1$: each
+# token carries its predecessor) and one step **right** in the second ($s = t + 1$); a word that
+# occurs twice (`▁the`) lights up at both places. The first row of the left map and the last row
+# of the right map are blank: there the kernel reads the zero padding and the output is zero. A trained kernel mixes many such shifted copies with learned weights; this
+# one keeps them apart so that they can be seen. Below, the same model's `study.conv_output` per
+# channel, as `pydeberta.viz.plot_conv_contribution` draws any model's.
+
+# %%
+fig, axes = viz.plot_conv_contribution(readable, tokens)
 
 # %% [markdown]
 # ## Check
