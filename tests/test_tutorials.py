@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parents[1]
 TUTORIALS = REPO / "tutorials"
 NAMES = ["00_tour", "01_tokenizer", "02_relative_positions", "03_disentangled_attention", "04_ngie_conv",
-         "05_heads_and_pipelines", "06_fidelity", "07_fast_paths"]
+         "05_heads_and_pipelines", "06_fidelity", "07_fast_paths", "08_after_attention"]
 CELL_TIMEOUT = 300  # seconds per cell; the slowest cell (07's timing table) takes a few seconds
 
 
@@ -84,7 +84,7 @@ def unasserted_checks(cell_source):
     return missing
 
 
-def test_the_tutorials_are_the_eight_in_order():
+def test_the_tutorials_are_the_nine_in_order():
     assert sorted(p.stem for p in TUTORIALS.glob("*.py")) == NAMES
     assert sorted(p.stem for p in TUTORIALS.glob("*.ipynb")) == NAMES
 
