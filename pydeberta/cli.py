@@ -267,7 +267,8 @@ def run_task(args):
     line, else to standard output); a progress bar on standard error when it is a terminal."""
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if getattr(args, "npy", None) and (args.output or args.json):
+    npy = getattr(args, "npy", None)  # embed only
+    if npy and (args.output or args.json):
         raise CommandError("embed: --npy writes one array; it does not combine with --output or --json")
     inputs = read_inputs(args)
     done = resume_point(args.output, inputs) if args.output else 0
@@ -289,7 +290,7 @@ def run_task(args):
         for start in range(done, len(inputs), window):
             items = inputs[start:start + window]
             for item, result in zip(items, results_of(pipe, items, options, args, client)):
-                if getattr(args, "npy", None):
+                if npy:
                     vectors.append(result)
                 elif sink is not None:
                     print(json.dumps({"input": item, "result": result}, ensure_ascii=False), file=sink)
@@ -302,9 +303,9 @@ def run_task(args):
             if sink is not None:
                 sink.flush()
             progress.update(len(items))
-    if getattr(args, "npy", None):
-        save_npy(args.npy, np.asarray(vectors, dtype=np.float32))
-        print(f"pydeberta embed: {len(vectors)} embeddings ({len(vectors[0])} dimensions) written to {args.npy}",
+    if npy:
+        save_npy(npy, np.asarray(vectors, dtype=np.float32))
+        print(f"pydeberta embed: {len(vectors)} embeddings ({len(vectors[0])} dimensions) written to {npy}",
               file=sys.stderr)
     if args.output:
         print(f"pydeberta {args.command}: {len(inputs) - done} results written to {args.output}"

@@ -173,7 +173,7 @@ class DebertaV2PreTrainedModel:
     def __repr__(self):
         """The architecture: a summary line, then each module's tensors and parameter count."""
         c = self.config
-        relative = (f"relative attention {'+'.join(c.pos_att_type)} over "
+        relative = (f"relative attention {'+'.join(sorted(c.pos_att)) or 'c2c only'} over "
                     f"{c.position_buckets if c.position_buckets > 0 else 'unbucketed'} buckets"
                     if c.relative_attention else "no relative attention")
         lines = list(describe(self.tree))

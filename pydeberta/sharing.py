@@ -58,7 +58,7 @@ class Source:
 @functools.lru_cache(maxsize=4)
 def _load(cls, folder, config_json, dtype):
     model = cls.from_pretrained(folder, config=DebertaV2Config.from_dict(json.loads(config_json)), dtype=dtype)
-    return model, weights_digest(model.params)
+    return model, model._source.digest()  # kept on the model: pickling it again does not hash again
 
 
 def load_shared(cls, folder, config, dtype, digest):

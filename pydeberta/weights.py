@@ -11,7 +11,7 @@ Loading (:func:`match_state_dict`):
 * tensors Microsoft's checkpoints carry that the model does not use are dropped quietly
   (another task's head, as when the bare ``DebertaV2Model`` loads a classifier's checkpoint,
   absolute ``position_embeddings`` when ``position_biased_input`` is false, ``mask_predictions.*``,
-  ``lm_predictions.*`` outside the masked-LM head, GDES ``*._weight`` deltas, the
+  GDES ``*._weight`` deltas, the
   ``position_ids`` buffer, the tied legacy ``cls.predictions.decoder.*``); anything else
   unexpected is reported in a warning;
 * a missing backbone tensor or a shape mismatch is an error naming the key and the shapes;
@@ -137,8 +137,6 @@ def _quietly_ignored(key, config, head):
     """True for tensors Microsoft's/transformers' checkpoints carry that this model never uses."""
     bare = key[len(BACKBONE_PREFIX):] if key.startswith(BACKBONE_PREFIX) else key
     if bare == "embeddings.position_embeddings.weight" and not config.position_biased_input:
-        return True
-    if key.startswith("lm_predictions.") and head != "masked_lm":
         return True
     if key.split(".", 1)[0] in HEAD_MODULES:  # another task's head (this head's own keys are expected ones)
         return True

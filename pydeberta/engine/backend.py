@@ -194,6 +194,7 @@ def use_backend(name, num_threads=None):
     """
     if num_threads is not None:
         _check_threads(num_threads, "num_threads")
+        _environment()  # PYDEBERTA_NUM_THREADS applied first: the count restored after the block is the real one
     token = _active.set(_resolve(name, "backend"))
     threads = _COMPILED["_cy_threads"] if (_COMPILED is not None and num_threads is not None) else None
     previous = threads.max_threads() if threads is not None else None
