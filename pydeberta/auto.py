@@ -16,9 +16,8 @@ type is refused by name instead of being loaded into the wrong architecture.
 
 import os
 
-from .checkpoint import read_json
+from .checkpoint import read_json_object
 from .config import CONFIG_NAME, DebertaV2Config
-from .errors import CheckpointError
 from .hub import resolve_model_folder
 from .modeling import (DebertaV2ForMaskedLM, DebertaV2ForMultipleChoice, DebertaV2ForQuestionAnswering,
                        DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification, DebertaV2Model)
@@ -40,9 +39,7 @@ def checked_config(name_or_path, **overrides):
     path = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
     if not (isinstance(path, str) and os.path.isfile(path)):
         path = resolve_model_folder(name_or_path) / CONFIG_NAME
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    data = read_json_object(path)
     model_type = data.get("model_type", MODEL_TYPE)
     if model_type != MODEL_TYPE:
         raise ValueError(f"{path} has model_type {model_type!r}; pydeberta implements DeBERTa-v2/v3 "

@@ -24,6 +24,7 @@ Public API:
     open_safetensors(path)              a file's tensors from its checked header, read when used
     read_safetensors(path), write_safetensors(path, state_dict)
     read_json(path)                     any JSON file of the folder (config, index, tokenizer files)
+    read_json_object(path)              the same, required to hold an object (config.json, tokenizer files)
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def read_json(path):
     """
     with open(path, "rb") as file:
         return _parse_json(file.read(), str(path))
+
+
+def read_json_object(path):
+    """:func:`read_json` of a file that must hold a JSON object (``config.json``, the tokenizer's
+    files); a :class:`CheckpointError` naming the file otherwise."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _parse_json(data: bytes, where):

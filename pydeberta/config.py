@@ -19,8 +19,7 @@ import inspect
 import json
 from pathlib import Path
 
-from .checkpoint import read_json
-from .errors import CheckpointError
+from .checkpoint import read_json_object
 from .functional import ACT2FN
 from .saving import atomic_files
 
@@ -303,10 +302,7 @@ class DebertaV2Config:
     @classmethod
     def from_json_file(cls, path, **overrides):
         """Read a ``config.json`` file; ``overrides`` replace its entries."""
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise CheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, **overrides)
+        return cls.from_dict(read_json_object(path), **overrides)
 
     @classmethod
     def from_pretrained(cls, name_or_path, **overrides):

@@ -50,7 +50,7 @@ import re
 import sentencepiece
 
 from . import pretokenize
-from .checkpoint import read_json
+from .checkpoint import read_json_object
 from .encoding import (
     COLUMNS,
     PADDING_SIDES,
@@ -164,12 +164,7 @@ def _check_sp_model_kwargs(sp_model_kwargs):
 def _read_json(path):
     """The JSON object in the file at ``path``, or None if there is no such file;
     :class:`~pydeberta.errors.CheckpointError` naming the file if it holds anything else."""
-    if not os.path.isfile(path):
-        return None
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, got {type(value).__name__}")
-    return value
+    return read_json_object(path) if os.path.isfile(path) else None
 
 
 def _load_sentencepiece(vocab_file, sp_model_kwargs):
