@@ -73,12 +73,23 @@ SOURCES = {
                   "public domain (see /usr/share/doc/bible-kjv/copyright)"),
     "fortunes": ("fortune cookie files (/usr/share/games/fortunes/*.u8, without art, ascii-art, translate-me)",
                  "public domain / freely redistributable (see /usr/share/doc/fortunes/copyright)"),
+    "dict-gcide": ("GNU Collaborative International Dictionary of English 0.48 (/usr/share/dictd/gcide.dict.dz): "
+                   "definitions, usage examples, notes and quotations, markup stripped",
+                   "GPL-2+ (see /usr/share/doc/dict-gcide/copyright)"),
+    "wordnet-base": ("WordNet 3.0 glosses (/usr/share/wordnet/data.*): each definition and each quoted example "
+                     "sentence as a line",
+                     "WordNet 3.0 licence, BSD-like (see /usr/share/doc/wordnet-base/copyright)"),
 }
+FIRST_SOURCES = ("python3.11-doc", "bible-kjv", "fortunes")   # the corpus of the first model (held-out split kept)
 
 BLOCK_LINES = 20          # lines per held-out/train block
 HELDOUT_FRACTION = 0.02
 SEQ_LEN = 128             # tokens per row, [CLS] and [SEP] included
 MASK_PROB = 0.15
+WORD_MASK_PROB = 0.15     # whole words replaced by "[MASK]" in the text, for the word-masked rows
+WORD_ROWS_FRACTION = 0.4  # share of each training batch taken from the word-masked rows
+_MASKABLE_WORD = re.compile(r"(?<!\S)[A-Za-z]+(?![\w'’-])")   # a word after a space (or at the start)
+TOKENIZER_FILES = ("spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
 SAMPLE_LINES = 300        # about this many held-out lines shipped for the test: the first of every block
 
 
@@ -204,17 +215,115 @@ def fortune_documents():
         yield name, lines
 
 
+_GCIDE_ACCENT = re.compile(r"\[(?:=|\.|\"|,)?([A-Za-z])(?:\^|~|`|'|,|=|\.|um|ac|ring|cir|ced|til)?\]")
+_GCIDE_LIGATURE = re.compile(r"\[(ae|oe|AE|OE)\]")
+_GCIDE_BRACKET = re.compile(r"\[[^\[\]]*\]")
+_GCIDE_HEADWORD = re.compile(r"^\S[^\n]*?\\[^\\\n]*\\")
+_GCIDE_LABEL = re.compile(r"\((?:[A-Z][A-Za-z]*\.?\s*(?:&\s*)?)+\)")
+_GCIDE_AUTHOR = re.compile(r"\s*--\s?[A-Z][\w.'&,]*(?:\s+[A-Z][\w.'&,]*)*\.?(?=\s|$)")
+_GCIDE_SENSE = re.compile(r"^(?:\d+\.\s+|\([a-z]\)\s+)+")
+
+
+def gcide_text(text):
+    """GCIDE markup -> plain text: accents ([a^], [aum], [=e]) to their letter, ligatures spelled out,
+    every other [...] (etymologies, labels such as [Obs.], sources such as [1913 Webster]) dropped,
+    {cross references} kept as words, subject labels such as (Zool.) and --Author attributions dropped."""
+    text = _GCIDE_LIGATURE.sub(lambda m: m.group(1), text)
+    text = _GCIDE_ACCENT.sub(lambda m: m.group(1), text)
+    previous = None
+    while previous != text:                     # nested brackets: innermost first
+        previous, text = text, _GCIDE_BRACKET.sub(" ", text)
+    text = text.replace("{", "").replace("}", "")
+    return text
+
+
+def gcide_documents():
+    """(first two letters of the headword, lines) from the GCIDE dictd file: one line per definition,
+    note or quotation paragraph; headword lines, synonym lists and the per-letter licence headers
+    dropped. Entries keep their dictionary order."""
+    with gzip.open("/usr/share/dictd/gcide.dict.dz") as handle:
+        data = handle.read().decode("utf-8", errors="replace")
+    documents = {}
+    document = None
+    in_header = True
+    for paragraph in re.split(r"\n[ \t]*\n", data):
+        if not paragraph.strip():
+            continue
+        if "Begin file" in paragraph or paragraph.startswith("00-database"):
+            in_header = True
+            continue
+        if not paragraph[0].isspace():
+            if not _GCIDE_HEADWORD.match(paragraph):
+                continue                        # licence and header prose at the top of each letter
+            in_header = False
+            document = re.sub(r"[^a-z]", "", paragraph.split("\\", 1)[0].lower())[:2] or "other"
+            paragraph = gcide_text(paragraph)
+            paragraph = paragraph.split("\n", 1)[1] if "\n" in paragraph else ""
+        elif in_header:
+            continue
+        else:
+            paragraph = gcide_text(paragraph)
+        text = re.sub(r"\s+", " ", paragraph).strip()
+        if not text or text.startswith(("Syn:", "Syn.", "See ", "Note: See")):
+            continue
+        text = _GCIDE_LABEL.sub(" ", text)
+        text = _GCIDE_AUTHOR.sub("", text)
+        text = re.sub(r"^Note:\s*", "", text)
+        text = _GCIDE_SENSE.sub("", text.strip())
+        text = text.replace(" -- ", "; ").replace("--", "; ")
+        text = re.sub(r";(\s*;)+", ";", text)
+        text = re.sub(r"\s+([,;.:])", r"\1", re.sub(r"\s+", " ", text)).strip(" ;,")
+        if ("\\" in text or "[" in text or "]" in text or len(text.split()) < 3
+                or sum(c.isalpha() for c in text) < 0.6 * len(text)):
+            continue
+        documents.setdefault(document, []).append(text)
+    return sorted(documents.items())
+
+
+def wordnet_documents():
+    """(part of speech + lexicographer file, lines) from WordNet's data files: per synset its
+    definition, then each quoted example sentence, as separate lines."""
+    documents = {}
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(f"/usr/share/wordnet/data.{pos}", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(" ") or " | " not in line:
+                    continue
+                lexfile = line.split(" ", 2)[1]
+                gloss = line.split(" | ", 1)[1].strip()
+                examples = re.findall(r'"([^"]+)"', gloss)
+                definition = re.sub(r'"[^"]*"', "", gloss)
+                definition = re.sub(r"\s*;\s*(?=;|$)", "", definition).strip(" ;")
+                out = []
+                for text in [definition] + examples:
+                    text = re.sub(r"\s+", " ", text).strip(" ;")
+                    if len(text.split()) < 3:
+                        continue
+                    text = text[0].upper() + text[1:]
+                    if text[-1] not in ".!?":
+                        text += "."
+                    out.append(text)
+                documents.setdefault(f"{pos}.{lexfile}", []).extend(out)
+    return sorted(documents.items())
+
+
 def build_corpus(work, seed):
     """Write ``train.txt``, ``heldout.txt`` (one line of text per line, blocks separated by a blank
-    line) and ``corpus.json`` (sources, licences, counts) into ``work``."""
+    line), ``heldout_<source>.txt`` per source, and ``corpus.json`` (sources, licences, counts) into
+    ``work``.
+
+    The held-out split: the blocks of the first model's three sources are shuffled and split
+    exactly as for that model (same seed, same 2%), so that neither model has trained on a
+    held-out line; the blocks of the sources added later get their own seeded shuffle and 2%."""
     ensure_packages(list(SOURCES))
     seen = set()
     blocks = []                    # (source, document, lines)
     counts = {}
-    for source, documents in (("python3.11-doc", python_doc_documents()), ("bible-kjv", bible_documents()),
-                              ("fortunes", fortune_documents())):
+    readers = {"python3.11-doc": python_doc_documents, "bible-kjv": bible_documents,
+               "fortunes": fortune_documents, "dict-gcide": gcide_documents, "wordnet-base": wordnet_documents}
+    for source, read in readers.items():
         stats = counts.setdefault(source, {"documents": 0, "lines": 0, "duplicates": 0, "characters": 0})
-        for name, lines in documents:
+        for name, lines in read():
             kept = []
             for line in lines:
                 key = line.lower()
@@ -230,20 +339,31 @@ def build_corpus(work, seed):
             stats["characters"] += sum(len(line) + 1 for line in kept)
             for start in range(0, len(kept), BLOCK_LINES):
                 blocks.append((source, name, kept[start:start + BLOCK_LINES]))
-    order = list(range(len(blocks)))
-    random.Random(seed).shuffle(order)
-    n_heldout = max(1, round(HELDOUT_FRACTION * len(blocks)))
-    heldout = sorted(order[:n_heldout])
-    train = order[n_heldout:]               # shuffled, so that rows mix the three sources
+    heldout = []
+    for group, group_seed in ((FIRST_SOURCES, seed), (tuple(s for s in SOURCES if s not in FIRST_SOURCES), seed + 1)):
+        members = [i for i, block in enumerate(blocks) if block[0] in group]
+        order = list(range(len(members)))
+        random.Random(group_seed).shuffle(order)
+        heldout += [members[i] for i in order[:max(1, round(HELDOUT_FRACTION * len(members)))]]
+    heldout = sorted(heldout)
+    held = set(heldout)
+    train = [i for i in range(len(blocks)) if i not in held]
+    random.Random(seed).shuffle(train)      # shuffled, so that rows mix the sources
     work.mkdir(parents=True, exist_ok=True)
     for filename, indices in (("train.txt", train), ("heldout.txt", heldout)):
         with open(work / filename, "w", encoding="utf-8") as handle:
             for index in indices:
                 handle.write("\n".join(blocks[index][2]) + "\n\n")
+    for source in SOURCES:
+        with open(work / f"heldout_{source}.txt", "w", encoding="utf-8") as handle:
+            for index in heldout:
+                if blocks[index][0] == source:
+                    handle.write("\n".join(blocks[index][2]) + "\n\n")
     summary = {
-        "sources": {name: {"what": what, "licence": licence, **counts[name]}
+        "sources": {name: {"what": what, "licence": licence, **counts[name],
+                           "heldout_blocks": sum(blocks[i][0] == name for i in heldout)}
                     for name, (what, licence) in SOURCES.items()},
-        "blocks": len(blocks), "heldout_blocks": n_heldout, "block_lines": BLOCK_LINES, "seed": seed,
+        "blocks": len(blocks), "heldout_blocks": len(heldout), "block_lines": BLOCK_LINES, "seed": seed,
         "train_characters": os.path.getsize(work / "train.txt"),
         "heldout_characters": os.path.getsize(work / "heldout.txt"),
     }
@@ -284,6 +404,15 @@ def build_vocab(work, vocab_size, seed):
     print(f"vocabulary: {tokenizer.vocab_size} pieces, [MASK] = {tokenizer.mask_token_id}, len = {len(tokenizer)}")
 
 
+def copy_tokenizer(source, destination):
+    """Keep an existing vocabulary: copy a model folder's tokenizer files (byte-identical)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).exists():
+            shutil.copy(Path(source) / name, destination / name)
+    print(f"tokenizer files copied from {source}")
+
+
 def load_tokenizer(folder):
     """pydeberta's fast tokenizer from a folder."""
     from pydeberta import DebertaV2TokenizerFast
@@ -305,8 +434,60 @@ def pack_rows(tokenizer, lines, seq_len=SEQ_LEN):
     return np.concatenate([cls, ids, sep], axis=1)
 
 
-def tokenize_corpus(work):
-    """``train_ids.npy`` and ``heldout_ids.npy`` (rows of SEQ_LEN) in ``work``; cached."""
+def mask_words(line, rng, tokenizer, first_piece, prob=WORD_MASK_PROB):
+    """Replace whole words of ``line`` by the literal text ``[MASK]`` (each maskable word with
+    probability ``prob``; words that follow a space or start the line and are not glued to an
+    apostrophe, hyphen or letter). Returns (masked text, the words in order)."""
+    words = []
+
+    def replace(match):
+        if rng.random() < prob:
+            words.append(match.group(0))
+            return tokenizer.mask_token
+        return match.group(0)
+
+    return _MASKABLE_WORD.sub(replace, line), words
+
+
+def pack_word_masked_rows(tokenizer, lines, seed, seq_len=SEQ_LEN, prob=WORD_MASK_PROB):
+    """Mask whole words at the text level (``mask_words``), tokenize the masked text exactly as the
+    fill-mask pipeline does (so ``[MASK].`` gives ``[MASK] ▁ .``), and pack like ``pack_rows``.
+    The target of each ``[MASK]`` is the first piece of its word with a leading ``▁`` (what the
+    pipeline's single-token answer is scored against); other positions get -100. Returns
+    (ids, targets), both int64 (N, seq_len)."""
+    rng = random.Random(seed)
+    first = {}
+
+    def first_piece(word):
+        if word not in first:
+            first[word] = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+        return first[word]
+
+    ids, targets = [], []
+    mask_id = tokenizer.mask_token_id
+    for start in range(0, len(lines), 1000):
+        masked, words = zip(*(mask_words(line, rng, tokenizer, first_piece, prob) for line in lines[start:start + 1000]))
+        for row, line_words in zip(tokenizer(list(masked), add_special_tokens=False)["input_ids"], words):
+            positions = [i for i, token in enumerate(row) if token == mask_id]
+            row_targets = [-100] * len(row)
+            if len(positions) == len(line_words):
+                for i, word in zip(positions, line_words):
+                    row_targets[i] = first_piece(word)
+            ids.extend(row)
+            targets.extend(row_targets)
+    body = seq_len - 2
+    n = len(ids) // body
+    ids = np.asarray(ids[:n * body], dtype=np.int64).reshape(n, body)
+    targets = np.asarray(targets[:n * body], dtype=np.int64).reshape(n, body)
+    edge = np.full((n, 1), -100, dtype=np.int64)
+    cls = np.full((n, 1), tokenizer.cls_token_id, dtype=np.int64)
+    sep = np.full((n, 1), tokenizer.sep_token_id, dtype=np.int64)
+    return np.concatenate([cls, ids, sep], axis=1), np.concatenate([edge, targets, edge], axis=1)
+
+
+def tokenize_corpus(work, seed=0):
+    """``train_ids.npy`` and ``heldout_ids.npy`` (rows of SEQ_LEN), and the word-masked rows
+    ``{train,heldout}_words_ids.npy`` / ``_words_targets.npy``, in ``work``; cached."""
     tokenizer = load_tokenizer(work / "tokenizer")
     for name in ("train", "heldout"):
         path = work / f"{name}_ids.npy"
@@ -314,8 +495,19 @@ def tokenize_corpus(work):
             t0 = time.time()
             rows = pack_rows(tokenizer, read_lines(work / f"{name}.txt"))
             np.save(path, rows)
-            print(f"{name}: {rows.shape[0]} rows x {SEQ_LEN} tokens ({time.time() - t0:.0f} s)")
-    return np.load(work / "train_ids.npy"), np.load(work / "heldout_ids.npy")
+            print(f"{name}: {rows.shape[0]} rows x {SEQ_LEN} tokens ({time.time() - t0:.0f} s)", flush=True)
+        path = work / f"{name}_words_ids.npy"
+        if not path.exists():
+            t0 = time.time()
+            rows, targets = pack_word_masked_rows(tokenizer, read_lines(work / f"{name}.txt"),
+                                                  seed + (0 if name == "train" else 1))
+            np.save(work / f"{name}_words_targets.npy", targets)
+            np.save(path, rows)
+            print(f"{name} (word-masked): {rows.shape[0]} rows, {(targets >= 0).sum()} masked words "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    return (np.load(work / "train_ids.npy"), np.load(work / "heldout_ids.npy"),
+            np.load(work / "train_words_ids.npy"), np.load(work / "train_words_targets.npy"),
+            np.load(work / "heldout_words_ids.npy"), np.load(work / "heldout_words_targets.npy"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,7 +545,9 @@ def mask_for_training(ids, mask_id, vocab_low, vocab_high, generator):
 
 
 def mlm_loss(model, inputs, targets, chosen):
-    """Cross-entropy of the LM head on the chosen positions only (the head is the costly part)."""
+    """Cross-entropy of the LM head on the chosen positions only (the head is the costly part).
+    ``targets`` holds the token to predict at each chosen position (the original token, or for a
+    word-masked row the first piece of the masked word)."""
     import torch.nn.functional as F
 
     hidden = model.deberta(input_ids=inputs).last_hidden_state              # (B, Q, C)
@@ -370,27 +564,46 @@ def lr_factor(step, elapsed, steps, warmup, budget):
     return max(0.0, min((step + 1) / warmup, decay))
 
 
-def train(work, steps, batch_size, lr, layers, seed, eval_every, save_every, minutes=None):
+def load_initial_weights(model, folder):
+    """Copy an exported model's weights (``folder/model.safetensors``, float16) into ``model``,
+    widened to float32: the warm start."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = {key: value.to(torch.float32) for key, value in load_file(str(folder / "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [key for key in missing if "position_ids" not in key]:
+        raise ValueError(f"weights of {folder} do not fit: missing {missing}, unexpected {unexpected}")
+
+
+def train(work, steps, batch_size, lr, layers, seed, eval_every, save_every, minutes=None, init=None,
+          warmup=None):
     """Pre-train the masked LM for ``steps`` steps, or until ``minutes`` of training when given
     (the learning rate then decays in wall-clock time, so the run ends at a low rate whatever the
     machine's load); log to ``train_log.csv``; checkpoint to ``work/checkpoint.pt`` (resumed from
-    if present)."""
+    if present). ``init``: a model folder to warm-start from (its tokenizer must be the work
+    folder's). Each batch takes ``WORD_ROWS_FRACTION`` of its rows from the word-masked rows (text-level
+    whole-word [MASK], all positions scored are [MASK]) and the rest from the plain rows with
+    token-level 80/10/10 masking."""
     import torch
     from transformers import DebertaV2ForMaskedLM
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(work / "tokenizer")
-    train_ids, heldout_ids = tokenize_corpus(work)
+    train_ids, heldout_ids, word_ids, word_targets, heldout_word_ids, heldout_word_targets = tokenize_corpus(work, seed)
     config = model_config(tokenizer, layers)
     model = DebertaV2ForMaskedLM(config)
+    if init is not None:
+        load_initial_weights(model, Path(init))
+        print(f"warm start from {init}", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters; {train_ids.shape[0]} training rows", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    warmup = max(1, steps // 20)
+    warmup = warmup or max(1, steps // 20)
     budget = minutes * 60 if minutes else None
     generator = torch.Generator().manual_seed(seed)
     eval_generator_seed = seed + 1
@@ -410,8 +623,16 @@ def train(work, steps, batch_size, lr, layers, seed, eval_every, save_every, min
             csv.writer(handle).writerows([rows[0]] + [row for row in rows[1:] if int(row[0]) <= start])
     else:
         with open(log_path, "w", newline="") as handle:
-            csv.writer(handle).writerow(["step", "elapsed_s", "lr", "train_loss", "train_acc", "heldout_loss", "heldout_acc"])
-    eval_rows = torch.from_numpy(heldout_ids[:64])
+            csv.writer(handle).writerow(["step", "elapsed_s", "lr", "train_loss", "train_acc", "heldout_loss",
+                                         "heldout_acc", "heldout_word_loss", "heldout_word_acc"])
+    spread = np.linspace(0, heldout_ids.shape[0] - 1, 64).astype(int)          # 64 rows from all sources
+    eval_rows = torch.from_numpy(heldout_ids[spread])
+    spread = np.linspace(0, heldout_word_ids.shape[0] - 1, 64).astype(int)
+    eval_word_rows = torch.from_numpy(heldout_word_ids[spread])
+    eval_word_targets = torch.from_numpy(heldout_word_targets[spread])
+    n_word = round(WORD_ROWS_FRACTION * batch_size)
+    n_plain = batch_size - n_word
+    n_word_rows = word_ids.shape[0]
     mask_id, vocab_low, vocab_high = tokenizer.mask_token_id, 4, tokenizer.vocab_size
     n_rows = train_ids.shape[0]
     rng = np.random.default_rng(seed)
@@ -423,13 +644,24 @@ def train(work, steps, batch_size, lr, layers, seed, eval_every, save_every, min
         factor = lr_factor(step, time.time() - t0, steps, warmup, budget)
         for group in optimizer.param_groups:
             group["lr"] = lr * factor
-        epoch, offset = divmod(step * batch_size, n_rows)
-        if offset + batch_size > n_rows:
+        epoch, offset = divmod(step * n_plain, n_rows)
+        if offset + n_plain > n_rows:
             offset = 0
         order = permutation if epoch == 0 else np.random.default_rng(seed + epoch).permutation(n_rows)
-        batch = torch.from_numpy(train_ids[order[offset:offset + batch_size]])
+        batch = torch.from_numpy(train_ids[order[offset:offset + n_plain]])
         inputs, chosen = mask_for_training(batch, mask_id, vocab_low, vocab_high, generator)
-        loss, correct = mlm_loss(model, inputs, batch, chosen)
+        targets = batch
+        if n_word:
+            epoch, offset = divmod(step * n_word, n_word_rows)
+            if offset + n_word > n_word_rows:
+                offset = 0
+            order = np.random.default_rng(seed + 1000 + epoch).permutation(n_word_rows)
+            picked = order[offset:offset + n_word]
+            word_targets_batch = torch.from_numpy(word_targets[picked])
+            inputs = torch.cat([inputs, torch.from_numpy(word_ids[picked])])
+            chosen = torch.cat([chosen, word_targets_batch >= 0])
+            targets = torch.cat([targets, word_targets_batch.clamp(min=0)])
+        loss, correct = mlm_loss(model, inputs, targets, chosen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -443,17 +675,21 @@ def train(work, steps, batch_size, lr, layers, seed, eval_every, save_every, min
                 g = torch.Generator().manual_seed(eval_generator_seed)
                 e_inputs, e_chosen = mask_for_training(eval_rows, mask_id, vocab_low, vocab_high, g)
                 e_loss, e_correct = mlm_loss(model, e_inputs, eval_rows, e_chosen)
+                w_chosen = eval_word_targets >= 0
+                w_loss, w_correct = mlm_loss(model, eval_word_rows, eval_word_targets.clamp(min=0), w_chosen)
             model.train()
             t_loss, t_acc = np.mean(running, axis=0)
             running = []
             row = [done, round(time.time() - t0, 1), f"{lr * factor:.3g}", f"{t_loss:.4f}",
-                   f"{t_acc:.4f}", f"{e_loss.item():.4f}", f"{e_correct.item():.4f}"]
+                   f"{t_acc:.4f}", f"{e_loss.item():.4f}", f"{e_correct.item():.4f}",
+                   f"{w_loss.item():.4f}", f"{w_correct.item():.4f}"]
             with open(log_path, "a", newline="") as handle:
                 csv.writer(handle).writerow(row)
             print(" ".join(map(str, row)), flush=True)
         if done % save_every == 0 or last:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(), "minutes": minutes,
+                        "generator": generator.get_state(), "minutes": minutes, "init": str(init) if init else None,
+                        "warmup": warmup, "lr": lr, "word_rows": n_word,
                         "step": done, "elapsed": time.time() - t0, "config": config.to_dict()},
                        str(checkpoint) + ".tmp")
             os.replace(str(checkpoint) + ".tmp", checkpoint)
@@ -479,7 +715,7 @@ def export(work, out):
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     os.chmod(out / "model.safetensors", 0o644)
-    for name in ("spm.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+    for name in TOKENIZER_FILES:
         if (work / "tokenizer" / name).exists():
             shutil.copy(work / "tokenizer" / name, out / name)
     shutil.copy(work / "train_log.csv", out / "training_curve.csv")
@@ -772,6 +1008,10 @@ def main(argv=None):
                         help="train for this long (wall clock, resumed time included), the learning rate "
                              "decaying to 0 at the end; --steps is then only an upper bound")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=None, help="warmup steps (default: --steps / 20)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="warm-start from this exported model folder (same tokenizer); its tokenizer "
+                             "files are copied to the work folder when the work folder has none")
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--save-every", type=int, default=100)
     args = parser.parse_args(argv)
@@ -781,10 +1021,13 @@ def main(argv=None):
         if step == "corpus":
             build_corpus(args.work, args.seed)
         elif step == "vocab":
-            build_vocab(args.work, args.vocab_size, args.seed)
+            if args.init is not None:
+                copy_tokenizer(args.init, args.work / "tokenizer")
+            else:
+                build_vocab(args.work, args.vocab_size, args.seed)
         elif step == "train":
             train(args.work, args.steps, args.batch_size, args.lr, args.layers, args.seed,
-                  args.eval_every, args.save_every, args.minutes)
+                  args.eval_every, args.save_every, args.minutes, args.init, args.warmup)
         elif step == "export":
             export(args.work, args.out)
         elif step == "eval":
