@@ -773,19 +773,105 @@ def masked_accuracy(model, tokenizer, rows, baseline_ids, seed=0, batch_size=16)
             "baseline_top5": float(np.isin(target, baseline_ids[:5]).mean())}
 
 
-def evaluate(work, out, seed):
-    """Held-out accuracy of the exported folder with pydeberta; writes eval_results.json and
-    heldout_sample.txt into ``out``."""
+# The probe set: everyday sentences (and a few in the style of each source) with the word(s) that
+# count as right. Fixed before the second model's results were seen; an answer counts only if a
+# predicted piece is the whole word (case-insensitive), so words the vocabulary splits can only be
+# hit through their alternatives.
+PROBES = [
+    ("The capital of France is [MASK].", ["Paris"]),
+    ("I drink coffee every [MASK].", ["morning", "day", "night", "evening"]),
+    ("The sun rises in the [MASK].", ["east", "morning"]),
+    ("She opened the [MASK] and walked into the room.", ["door"]),
+    ("A dog is an [MASK].", ["animal"]),
+    ("We drink [MASK] when we are thirsty.", ["water"]),
+    ("He wrote a letter to his [MASK].", ["friend", "mother", "father", "wife", "brother", "son", "sister"]),
+    ("The cat sat on the [MASK].", ["mat", "floor", "chair", "bed", "table", "ground"]),
+    ("We eat breakfast in the [MASK].", ["morning", "kitchen"]),
+    ("There are seven days in a [MASK].", ["week"]),
+    ("Snow is [MASK] and cold.", ["white", "wet"]),
+    ("The opposite of hot is [MASK].", ["cold"]),
+    ("Birds can [MASK].", ["fly", "sing"]),
+    ("It is dark at [MASK].", ["night"]),
+    ("A knife is used to [MASK] bread.", ["cut", "slice"]),
+    ("The children went to [MASK] in the morning.", ["school", "church", "bed"]),
+    ("Beautiful is better than [MASK].", ["ugly"]),
+    ("Please close the [MASK] when you leave.", ["door", "window"]),
+    ("An apple is a kind of [MASK].", ["fruit"]),
+    ("The king and the [MASK] lived in a castle.", ["queen"]),
+    ("The [MASK] barked at the stranger.", ["dog", "dogs"]),
+    ("Honesty is the best [MASK].", ["policy"]),
+    ("Never put off till tomorrow what you can do [MASK].", ["today"]),
+    ("In the beginning God created the heaven and the [MASK].", ["earth"]),
+    ("The LORD is my [MASK]; I shall not want.", ["shepherd"]),
+    ("And God said, Let there be [MASK]: and there was light.", ["light"]),
+    ("The [MASK] statement is used to leave a loop early.", ["break"]),
+    ("Use a [MASK] to store key and value pairs.", ["dictionary", "dict", "mapping"]),
+    ("A function is defined with the [MASK] keyword.", ["def"]),
+    ("The [MASK] is a large animal with a long trunk.", ["elephant"]),
+]
+
+
+def probe(folder):
+    """The fill-mask pipeline's top 5 on every probe sentence: list of dicts (sentence, expected,
+    top5 [(word, score)], hit1, hit5)."""
+    from pydeberta import pipeline
+
+    fill = pipeline("fill-mask", model=str(folder))
+    results = []
+    for sentence, expected in PROBES:
+        top = [(p["token_str"].strip(), round(float(p["score"]), 4)) for p in fill(sentence)]
+        wanted = {word.lower() for word in expected}
+        hits = [word.lower() in wanted for word, _ in top]
+        results.append({"sentence": sentence, "expected": expected, "top5": top,
+                        "hit1": hits[0], "hit5": any(hits)})
+    return results
+
+
+def word_masked_accuracy(model, rows, targets, batch_size=16):
+    """Top-1 / top-5 of the masked words' first pieces on word-masked rows (text-level [MASK])."""
+    top1 = top5 = 0
+    for start in range(0, rows.shape[0], batch_size):
+        sel = targets[start:start + batch_size] >= 0
+        picked = model(input_ids=rows[start:start + batch_size]).logits[sel]
+        target = targets[start:start + batch_size][sel]
+        best = np.argpartition(-picked, 5, axis=-1)[:, :5]
+        top1 += int((picked.argmax(-1) == target).sum())
+        top5 += int((best == target[:, None]).any(-1).sum())
+    n = int((targets >= 0).sum())
+    return {"masked_words": n, "top1": top1 / n, "top5": top5 / n}
+
+
+def score_folder(work, folder, tokenizer, baseline_ids, seed):
+    """Held-out figures of one exported folder: token-level (whole split and per source),
+    word-level (text-level [MASK]) and the probe set."""
     from pydeberta import DebertaV2ForMaskedLM
 
+    model = DebertaV2ForMaskedLM.from_pretrained(str(folder))
+    heldout_lines = read_lines(work / "heldout.txt")
+    figures = {"heldout": {"lines": len(heldout_lines),
+                           **masked_accuracy(model, tokenizer, pack_rows(tokenizer, heldout_lines), baseline_ids, seed)}}
+    figures["heldout_by_source"] = {}
+    for source in SOURCES:
+        lines = read_lines(work / f"heldout_{source}.txt")
+        figures["heldout_by_source"][source] = {
+            "lines": len(lines), **masked_accuracy(model, tokenizer, pack_rows(tokenizer, lines), baseline_ids, seed)}
+    figures["heldout_words"] = word_masked_accuracy(model, np.load(work / "heldout_words_ids.npy"),
+                                                    np.load(work / "heldout_words_targets.npy"))
+    probes = probe(folder)
+    figures["probes"] = {"hit1": sum(p["hit1"] for p in probes), "hit5": sum(p["hit5"] for p in probes),
+                         "n": len(probes), "sentences": probes}
+    return model, figures
+
+
+def evaluate(work, out, seed, before=None):
+    """Held-out accuracy of the exported folder with pydeberta, and of the ``before`` folder (the
+    previous model) on the same split; writes eval_results.json and heldout_sample.txt into ``out``."""
     tokenizer = load_tokenizer(out)
-    model = DebertaV2ForMaskedLM.from_pretrained(str(out))
     train_ids = np.load(work / "train_ids.npy")
     counts = np.bincount(train_ids[:, 1:-1].ravel(), minlength=tokenizer.vocab_size)
     counts[:4] = 0
     baseline_ids = np.argsort(-counts, kind="stable")[:5]
-    heldout_lines = read_lines(work / "heldout.txt")
-    full = masked_accuracy(model, tokenizer, pack_rows(tokenizer, heldout_lines), baseline_ids, seed)
+    model, figures = score_folder(work, out, tokenizer, baseline_ids, seed)
     blocks = (work / "heldout.txt").read_text(encoding="utf-8").strip("\n").split("\n\n")
     per_block = -(-SAMPLE_LINES // len(blocks))             # ceil
     sample_lines = [line for block in blocks for line in block.split("\n")[:per_block]]
@@ -795,14 +881,20 @@ def evaluate(work, out, seed):
         "protocol": f"rows of {SEQ_LEN} tokens ([CLS] + {SEQ_LEN - 2} + [SEP]) packed from the held-out lines; "
                     f"{MASK_PROB:.0%} of non-special tokens replaced by [MASK] with numpy default_rng({seed}); "
                     "top-k accuracy of the original token; scored with pydeberta",
+        "words_protocol": f"held-out lines with {WORD_MASK_PROB:.0%} of the maskable words replaced by the text "
+                          f"[MASK] (python random.Random({seed + 1})), tokenized as the fill-mask pipeline does and "
+                          "packed into the same rows; top-k accuracy of the word's first piece",
         "baseline_token_ids": [int(i) for i in baseline_ids],
         "baseline_tokens": [tokenizer.convert_ids_to_tokens(int(i)) for i in baseline_ids],
-        "heldout": {"lines": len(heldout_lines), **full},
+        **figures,
         "heldout_sample": {"file": "heldout_sample.txt", "lines": len(sample_lines), **sample},
         "mask_seed": seed,
     }
+    if before is not None:
+        _, results["before"] = score_folder(work, Path(before), tokenizer, baseline_ids, seed)
+        results["before"]["folder"] = "the previous pydeberta/tiny (git history), same held-out split"
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if k not in ("probes",)}, indent=1)[:6000])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1008,6 +1100,8 @@ def main(argv=None):
                         help="train for this long (wall clock, resumed time included), the learning rate "
                              "decaying to 0 at the end; --steps is then only an upper bound")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--before", type=Path, default=None,
+                        help="eval: also score this folder (the previous model) on the same held-out split")
     parser.add_argument("--warmup", type=int, default=None, help="warmup steps (default: --steps / 20)")
     parser.add_argument("--init", type=Path, default=None,
                         help="warm-start from this exported model folder (same tokenizer); its tokenizer "
@@ -1031,7 +1125,7 @@ def main(argv=None):
         elif step == "export":
             export(args.work, args.out)
         elif step == "eval":
-            evaluate(args.work, args.out, args.seed)
+            evaluate(args.work, args.out, args.seed, args.before)
             write_card(args.work, args.out, args)
         elif step == "card":
             write_card(args.work, args.out, args)
