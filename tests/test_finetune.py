@@ -63,7 +63,8 @@ def who_acts(n, seed):
     examples = []
     for _ in range(n):
         a, b = rng.choice(NAMES, 2, replace=False)
-        words = [rng.choice(["", "", "yesterday", "then", "later"]), a, rng.choice(["saw", "met", "called", "helped"]), b]
+        prefix = rng.choice(["", "", "yesterday", "then", "later"])
+        words = [prefix, a, rng.choice(["saw", "met", "called", "helped"]), b]
         examples.append({"text": " ".join(word for word in words if word) + ".", "label": int(a in GROUP)})
     return examples
 
@@ -337,5 +338,6 @@ def test_bad_arguments_are_named(tokenizer):
         finetune(classifier, tokenizer, train[0])
     regression = DebertaV2ForSequenceClassification(DebertaV2Config(**tiny_config(tokenizer, num_labels=1)), seed=0)
     with pytest.raises(ValueError, match=r"finetune trains classifiers: text-classification needs config.num_labels "
-                                         r">= 2 and problem_type None or 'single_label_classification', got 1 and None"):
+                                         r">= 2 and problem_type None or 'single_label_classification', "
+                                         r"got 1 and None"):
         finetune(regression, tokenizer, train)

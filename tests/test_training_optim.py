@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydeberta.training.optim import AdamW, LinearSchedule, clip_grad_norm, transformers_no_decay
 
 # Checkpoint-style keys: two of them (bias, LayerNorm) get no weight decay under transformers' rule.
-KEYS = ("deberta.encoder.layer.0.attention.self.query_proj.weight", "deberta.encoder.layer.0.attention.self.query_proj.bias",
+KEYS = ("deberta.encoder.layer.0.attention.self.query_proj.weight",
+        "deberta.encoder.layer.0.attention.self.query_proj.bias",
         "deberta.encoder.layer.0.output.LayerNorm.weight", "classifier.weight")
 SHAPES = ((6, 5), (6,), (5,), (3, 5))
 
