@@ -145,7 +145,8 @@ def test_batches_equal_transformers_collators(tokenizer, hf_tokenizer, task, max
 # --------------------------------------------------------------------------- training steps
 def torch_steps(model, batch, steps, lr, warmup, weight_decay, max_grad_norm):
     """What transformers' Trainer does for ``steps`` steps on one batch: AdamW over its two
-    parameter groups, get_linear_schedule_with_warmup, clip_grad_norm_. Returns the losses."""
+    parameter groups, get_linear_schedule_with_warmup, clip_grad_norm_. Returns the losses and
+    the gradients' norms before clipping."""
     decayed = set(transformers.Trainer.get_decay_parameter_names(None, model))
     named = list(model.named_parameters())
     optimizer = torch.optim.AdamW([{"params": [p for n, p in named if n in decayed], "weight_decay": weight_decay},
@@ -153,16 +154,16 @@ def torch_steps(model, batch, steps, lr, warmup, weight_decay, max_grad_norm):
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, steps)
     tensors = {key: torch.as_tensor(value) for key, value in batch.items()}
     model.train()
-    losses = []
+    losses, norms = [], []
     for _ in range(steps):
         optimizer.zero_grad()
         loss = model(**tensors).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)))
         optimizer.step()
         scheduler.step()
         losses.append(float(loss))
-    return losses
+    return losses, norms
 
 
 @pytest.mark.parametrize("task", sorted(TASK_DATA))
@@ -179,7 +180,8 @@ def test_finetune_steps_equal_transformers_trainer(tokenizer, task):
     history = finetune(ours, tokenizer, raw, task=task, epochs=3, batch_size=6, lr=3e-3, warmup_ratio=0.3,
                        weight_decay=0.1, max_grad_norm=0.5, seed=0)
     batch = encode(tokenizer, examples_for(read_records(raw, task), task, ours.config), task, 128)
-    losses = torch_steps(theirs, batch, steps=3, lr=3e-3, warmup=1, weight_decay=0.1, max_grad_norm=0.5)
+    losses, norms = torch_steps(theirs, batch, steps=3, lr=3e-3, warmup=1, weight_decay=0.1, max_grad_norm=0.5)
+    assert max(norms) > 0.5  # the clipping clipped
     np.testing.assert_allclose([entry["train_loss"] for entry in history], losses, rtol=1e-10)
     state = {key: value.detach().numpy() for key, value in theirs.state_dict().items()}
     for key, value in ours.params.items():
