@@ -42,7 +42,7 @@ def transformers_no_decay(key):
     return _NO_DECAY.search(key.lower()) is not None
 
 
-def _number(value, name, low, high=math.inf, low_open=False, high_open=False):
+def check_number(value, name, low, high=math.inf, low_open=False, high_open=False):
     """``value`` as a float after checking it is a real number in the interval (bounds named)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r:.40}")
@@ -142,8 +142,8 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """
     if not isinstance(grads, dict):
         raise TypeError(f"grads must be a dict checkpoint key -> array, got {type(grads).__name__}")
-    max_norm = _number(max_norm, "max_norm", 0.0)
-    norm_type = _number(norm_type, "norm_type", 0.0, low_open=True)
+    max_norm = check_number(max_norm, "max_norm", 0.0)
+    norm_type = check_number(norm_type, "norm_type", 0.0, low_open=True)
     arrays = {key: np.asarray(grad) for key, grad in grads.items()}
     for key, grad in arrays.items():
         if not np.issubdtype(grad.dtype, np.floating):
@@ -196,13 +196,13 @@ class AdamW:
                  schedule=None):
         if not isinstance(params, dict) or not params:
             raise ValueError(f"params must be a non-empty dict checkpoint key -> array, got {params!r:.60}")
-        self.lr = _number(lr, "lr", 0.0)
+        self.lr = check_number(lr, "lr", 0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r:.60}")
-        self.betas = (_number(betas[0], "betas[0]", 0.0, 1.0, high_open=True),
-                      _number(betas[1], "betas[1]", 0.0, 1.0, high_open=True))
-        self.eps = _number(eps, "eps", 0.0, low_open=True)
-        self.weight_decay = _number(weight_decay, "weight_decay", 0.0)
+        self.betas = (check_number(betas[0], "betas[0]", 0.0, 1.0, high_open=True),
+                      check_number(betas[1], "betas[1]", 0.0, 1.0, high_open=True))
+        self.eps = check_number(eps, "eps", 0.0, low_open=True)
+        self.weight_decay = check_number(weight_decay, "weight_decay", 0.0)
         if no_decay is not None and not callable(no_decay):
             raise TypeError(f"no_decay must be a function key -> bool or None, got {type(no_decay).__name__}")
         if schedule is not None and not callable(schedule):
