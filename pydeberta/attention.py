@@ -23,9 +23,12 @@ Shapes: ``B`` batch, ``H`` heads, ``Q``/``K`` query/key length (``N`` when equal
 size, ``C`` hidden size, ``S`` attention span (the relative table has ``2S`` rows).
 """
 
+from typing import NamedTuple, Optional
+
 import numpy as np
 
-from .functional import layer_norm, linear, masked_softmax
+from .functional import (layer_norm, layer_norm_backward, linear, linear_backward, masked_softmax,
+                         masked_softmax_backward)
 
 
 def split_heads(x, num_heads):
@@ -98,6 +101,48 @@ def attention_score_terms(query, key, scale, pos_key=None, pos_query=None, rel_i
     return terms
 
 
+class Projections(NamedTuple):
+    """The per-head inputs of the scores: ``query``, ``key``, ``value`` ``[B, H, N, D]``, the
+    ``scale`` ``sqrt(D · sf)``, and ``pos_key`` / ``pos_query`` ``[H, 2S, D]`` (None when off)."""
+
+    query: np.ndarray
+    key: np.ndarray
+    value: np.ndarray
+    scale: np.floating
+    pos_key: Optional[np.ndarray]
+    pos_query: Optional[np.ndarray]
+
+
+def project(hidden, params, config, rel_embeddings=None):
+    """The projections of one block: content ``Qc, Kc, Vc`` split into heads, and the relative
+    table's ``Kr, Qr`` (:func:`relative_projections`) when relative attention is on.
+
+    Args:
+        hidden: ``[B, N, C]``; params, config, rel_embeddings: as :func:`disentangled_self_attention`.
+    Returns:
+        :class:`Projections`.
+    """
+    H = config.num_attention_heads
+    query = split_heads(linear(hidden, **params["query_proj"]), H)  # [B, H, N, D]
+    key = split_heads(linear(hidden, **params["key_proj"]), H)  # [B, H, N, D]
+    value = split_heads(linear(hidden, **params["value_proj"]), H)  # [B, H, N, D]
+    scale = attention_scale(query.shape[-1], config.pos_att, query.dtype)
+    pos_key, pos_query = (None, None) if rel_embeddings is None else relative_projections(rel_embeddings, params,
+                                                                                          config)  # [H, 2S, D]
+    return Projections(query, key, value, scale, pos_key, pos_query)
+
+
+def attention_probabilities(p, visible, rel_index=None):
+    """``softmax(c2c + c2p + p2c)`` over the visible keys, from :class:`Projections` ``p``.
+
+    Returns:
+        ``(probs [B, H, N, N], terms)``, ``terms`` as :func:`attention_score_terms` returns them.
+    """
+    terms = attention_score_terms(p.query, p.key, p.scale, p.pos_key, p.pos_query, rel_index)  # each [B, H, N, N]
+    scores = terms["c2c"] + sum(terms[name] for name in ("c2p", "p2c") if name in terms)  # [B, H, N, N]
+    return masked_softmax(scores, visible), terms
+
+
 def disentangled_self_attention(hidden, params, config, visible, rel_embeddings=None, rel_index=None):
     """One ``DisentangledSelfAttention`` block: projections, the three terms, scale, mask,
     softmax, context (eq. (4)).
@@ -113,20 +158,129 @@ def disentangled_self_attention(hidden, params, config, visible, rel_embeddings=
         ``(context [B, N, C], probs [B, H, N, N], terms)``, ``terms`` as
         :func:`attention_score_terms` returns them.
     """
-    H = config.num_attention_heads
-    query = split_heads(linear(hidden, **params["query_proj"]), H)  # [B, H, N, D]
-    key = split_heads(linear(hidden, **params["key_proj"]), H)  # [B, H, N, D]
-    value = split_heads(linear(hidden, **params["value_proj"]), H)  # [B, H, N, D]
-    scale = attention_scale(query.shape[-1], config.pos_att, query.dtype)
-    pos_key, pos_query = (None, None) if rel_embeddings is None else relative_projections(rel_embeddings, params,
-                                                                                          config)  # [H, 2S, D]
-    terms = attention_score_terms(query, key, scale, pos_key, pos_query, rel_index)  # each [B, H, N, N]
-    scores = terms["c2c"] + sum(terms[name] for name in ("c2p", "p2c") if name in terms)  # [B, H, N, N]
-    probs = masked_softmax(scores, visible)  # [B, H, N, N]
-    context = merge_heads(probs @ value)  # [B, N, C]
+    p = project(hidden, params, config, rel_embeddings)
+    probs, terms = attention_probabilities(p, visible, rel_index)  # [B, H, N, N]
+    context = merge_heads(probs @ p.value)  # [B, N, C]
     return context, probs, terms
 
 
 def attention_output(context, residual, params, eps):
     """``DebertaV2SelfOutput``: ``LayerNorm(dense(context) + residual)``; ``[B, N, C]``."""
     return layer_norm(linear(context, **params["dense"]) + residual, **params["LayerNorm"], eps=eps)
+
+
+# --------------------------------------------------------------------------- backward
+# Each backward takes the gradient of its forward's output and the forward's own arguments, and
+# recomputes the intermediates it needs (nothing is stored between the two passes). Parameter
+# gradients come back as dicts shaped like ``params``.
+def gather_backward(grad, index, size):
+    """Backward of ``np.take_along_axis(table, index, axis=-1)`` for a ``table [..., R, size]``:
+    a scatter-add, ``dtable[..., r, index[r, j]] += grad[..., r, j]`` (several ``j`` of one row
+    may read the same table column: the log buckets).
+
+    Shapes: grad ``[..., R, K]``, index int ``[R, K]``; returns ``[..., R, size]``.
+    """
+    dtable = np.zeros(grad.shape[:-1] + (size,), grad.dtype)  # [..., R, size]
+    rows = np.arange(index.shape[0])[:, None]  # [R, 1]
+    np.add.at(dtable, (..., rows, index), grad)
+    return dtable
+
+
+def add_grads(total, grads):
+    """Add the nested parameter-gradient dict ``grads`` into ``total`` (same layout) and return it."""
+    for name, value in grads.items():
+        if isinstance(value, dict):
+            add_grads(total.setdefault(name, {}), value)
+        else:
+            total[name] = value if name not in total else total[name] + value
+    return total
+
+
+def attention_score_terms_backward(grads, query, key, scale, pos_key=None, pos_query=None, rel_index=None):
+    """Backward of :func:`attention_score_terms` from the gradient of each term::
+
+        c2c:  dq += dc2c @ k / scale                 dk += dc2c^T @ q / scale
+        c2p:  D = scatter_j(dc2p) / scale            dq += D @ Kr       dKr += sum_b D^T @ q
+        p2c:  D = scatter_i(dp2c^T) / scale          dk += D @ Qr       dQr += sum_b D^T @ k
+
+    where ``scatter`` (:func:`gather_backward`) adds each (i, j) entry into its table row
+    ``c(i, j)``: the relative table learns from every pair at that bucketed distance.
+
+    Args:
+        grads: dict of ``[B, H, Q, K]`` arrays, one per term the forward returned.
+        query, key, scale, pos_key, pos_query, rel_index: the forward's arguments.
+    Returns:
+        ``(dquery [B, H, Q, D], dkey [B, H, K, D], dpos_key, dpos_query)``, the last two
+        ``[H, 2S, D]`` or None.
+    """
+    dquery = grads["c2c"] @ key / scale  # [B, H, Q, D]
+    dkey = grads["c2c"].swapaxes(-1, -2) @ query / scale  # [B, H, K, D]
+    dpos_key = dpos_query = None
+    if pos_key is not None:
+        d_all = gather_backward(grads["c2p"] / scale, rel_index, pos_key.shape[-2])  # [B, H, Q, 2S]
+        dquery = dquery + d_all @ pos_key
+        dpos_key = np.einsum("bhqr,bhqd->hrd", d_all, query)  # [H, 2S, D]
+    if pos_query is not None:
+        d_all = gather_backward(grads["p2c"].swapaxes(-1, -2) / scale, rel_index.T, pos_query.shape[-2])  # [B, H, K, 2S]
+        dkey = dkey + d_all @ pos_query
+        dpos_query = np.einsum("bhkr,bhkd->hrd", d_all, key)  # [H, 2S, D]
+    return dquery, dkey, dpos_key, dpos_query
+
+
+def relative_projections_backward(dpos_key, dpos_query, rel_embeddings, params, config):
+    """Backward of :func:`relative_projections`: the head-split gradients go back through the
+    position projections' :func:`~pydeberta.functional.linear_backward`.
+
+    Returns:
+        ``(dP [2S, C], grads)``, ``grads`` keyed by the projection names the forward used.
+    """
+    key_name, query_name = ("key_proj", "query_proj") if config.share_att_key else ("pos_key_proj", "pos_query_proj")
+    dP = np.zeros_like(rel_embeddings)  # [2S, C]
+    grads = {}
+    for name, d in ((key_name, dpos_key), (query_name, dpos_query)):
+        if d is not None:
+            dP_part, grads[name] = linear_backward(merge_heads(d[None])[0], rel_embeddings, **params[name])  # [2S, C]
+            dP = dP + dP_part
+    return dP, grads
+
+
+def disentangled_self_attention_backward(dcontext, hidden, params, config, visible, rel_embeddings=None,
+                                         rel_index=None):
+    """Backward of :func:`disentangled_self_attention` from ``dcontext [B, N, C]``::
+
+        dV = A^T @ dctx            dA = dctx @ V^T            dscores = masked_softmax'(dA)
+        then the three terms (:func:`attention_score_terms_backward`) and the projections.
+
+    Returns:
+        ``(dhidden [B, N, C], grads, drel_embeddings [2S, C] or None)``; ``grads`` shaped like
+        ``params``.
+    """
+    p = project(hidden, params, config, rel_embeddings)
+    probs, terms = attention_probabilities(p, visible, rel_index)  # [B, H, N, N]
+    dctx = split_heads(dcontext, config.num_attention_heads)  # [B, H, N, D]
+    dvalue = probs.swapaxes(-1, -2) @ dctx  # [B, H, N, D]
+    dscores = masked_softmax_backward(dctx @ p.value.swapaxes(-1, -2), probs, visible)  # [B, H, N, N]
+    dquery, dkey, dpos_key, dpos_query = attention_score_terms_backward(
+        {name: dscores for name in terms}, p.query, p.key, p.scale, p.pos_key, p.pos_query, rel_index)
+    grads = {}
+    dhidden = np.zeros_like(hidden)  # [B, N, C]
+    for name, d in (("query_proj", dquery), ("key_proj", dkey), ("value_proj", dvalue)):
+        dh, grads[name] = linear_backward(merge_heads(d), hidden, **params[name])  # [B, N, C]
+        dhidden = dhidden + dh
+    drel = None
+    if rel_embeddings is not None:
+        drel, rel_grads = relative_projections_backward(dpos_key, dpos_query, rel_embeddings, params, config)
+        add_grads(grads, rel_grads)
+    return dhidden, grads, drel
+
+
+def attention_output_backward(grad, context, residual, params, eps):
+    """Backward of :func:`attention_output`, ``LayerNorm(dense(context) + residual)``.
+
+    Returns:
+        ``(dcontext [B, N, C], dresidual [B, N, C], grads)`` with ``grads`` for ``dense`` and ``LayerNorm``.
+    """
+    z = linear(context, **params["dense"]) + residual  # [B, N, C]
+    dz, ln_grads = layer_norm_backward(grad, z, **params["LayerNorm"], eps=eps)
+    dcontext, dense_grads = linear_backward(dz, context, **params["dense"])
+    return dcontext, dz, {"dense": dense_grads, "LayerNorm": ln_grads}

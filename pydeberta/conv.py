@@ -13,7 +13,7 @@ With ``groups = g`` the channels split into ``g`` blocks that only see their own
 
 import numpy as np
 
-from .functional import get_activation, layer_norm
+from .functional import get_activation, get_activation_backward, layer_norm, layer_norm_backward
 
 
 def conv1d(x, weight, bias, groups=1):
@@ -51,3 +51,42 @@ def conv_layer(embedding_output, layer_output, mask, params, config):
     out = conv1d(embedding_output, **params["conv"], groups=config.conv_groups)  # [B, N, C]
     out = get_activation(config.conv_act)(out * mask[..., None])
     return layer_norm(layer_output + out, **params["LayerNorm"], eps=config.layer_norm_eps) * mask[..., None], out
+
+
+def conv1d_backward(grad, x, weight, bias, groups=1):
+    """Backward of :func:`conv1d`: for each tap ``tau`` the forward is a product
+    ``window_tau @ W_tau^T``, so ``dW_tau = dout^T @ window_tau`` and the windows' gradients
+    ``dout @ W_tau`` add back into the padded input at their offset.
+
+    Shapes: grad and x ``[B, N, C]``; returns ``(dx [B, N, C], {"weight": [C, C/g, k], "bias": [C]})``.
+    """
+    B, N, C = x.shape
+    C_out, C_in_group, k = weight.shape
+    pad = (k - 1) // 2
+    xpad = np.pad(x, ((0, 0), (pad, pad), (0, 0)))  # [B, N + 2p, C]
+    w = weight.reshape(groups, C_out // groups, C_in_group, k)  # [g, Co/g, Ci/g, k]
+    dout = grad.reshape(B * N, groups, C_out // groups).transpose(1, 0, 2)  # [g, B*N, Co/g]
+    dw = np.zeros_like(w)  # [g, Co/g, Ci/g, k]
+    dxpad = np.zeros_like(xpad)  # [B, N + 2p, C]
+    for tau in range(k):
+        window = xpad[:, tau:tau + N].reshape(B * N, groups, C_in_group).transpose(1, 0, 2)  # [g, B*N, Ci/g]
+        dw[..., tau] = dout.transpose(0, 2, 1) @ window  # [g, Co/g, Ci/g]
+        dxpad[:, tau:tau + N] += (dout @ w[..., tau]).transpose(1, 0, 2).reshape(B, N, C)  # [B, N, C]
+    grads = {"weight": dw.reshape(weight.shape), "bias": grad.reshape(-1, C_out).sum(axis=0)}
+    return dxpad[:, pad:pad + N], grads
+
+
+def conv_layer_backward(grad, embedding_output, layer_output, mask, params, config):
+    """Backward of :func:`conv_layer` from the gradient of ``Y0'``.
+
+    Returns:
+        ``(dE0 [B, N, C], dY0 [B, N, C], grads)`` with ``grads`` for ``conv`` and ``LayerNorm``.
+    """
+    m = mask[..., None]  # [B, N, 1]
+    pre = conv1d(embedding_output, **params["conv"], groups=config.conv_groups) * m  # [B, N, C]
+    out = get_activation(config.conv_act)(pre)
+    dsum, ln_grads = layer_norm_backward(grad * m, layer_output + out, **params["LayerNorm"],
+                                         eps=config.layer_norm_eps)  # [B, N, C]
+    dpre = get_activation_backward(config.conv_act)(dsum, pre) * m  # [B, N, C]
+    dx, conv_grads = conv1d_backward(dpre, embedding_output, **params["conv"], groups=config.conv_groups)
+    return dx, dsum, {"conv": conv_grads, "LayerNorm": ln_grads}

@@ -26,19 +26,24 @@ import numpy as np
 
 __all__ = [
     "ACT2FN",
+    "ACT2GRAD",
     "erf",
     "gelu",
     "gelu_10",
     "gelu_fast",
     "gelu_new",
     "get_activation",
+    "get_activation_backward",
     "identity",
     "laplace",
     "layer_norm",
+    "layer_norm_backward",
     "leaky_relu",
     "linear",
+    "linear_backward",
     "log_softmax",
     "masked_softmax",
+    "masked_softmax_backward",
     "mish",
     "quick_gelu",
     "relu",
@@ -47,6 +52,7 @@ __all__ = [
     "sigmoid",
     "silu",
     "softmax",
+    "softmax_backward",
     "swish",
     "tanh",
 ]
@@ -381,6 +387,137 @@ def get_activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
+# Activation derivatives: act_backward(grad, x) = grad * act'(x), as torch's autograd computes it
+# --------------------------------------------------------------------------------------------
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu_backward(grad, x) -> np.ndarray:
+    """d gelu / dx = Phi(x) + x * phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi); returns
+    ``grad * gelu'(x)``, evaluated in float64 as :func:`gelu`.
+
+    Shapes: grad and x of one shape; returns it, in x's dtype.
+    """
+    x = as_floating(x)
+    x64 = x.astype(np.float64, copy=False)
+    cdf = 0.5 * (1.0 + erf(x64 * _SQRT1_2))
+    pdf = np.exp(-0.5 * x64 * x64) * _INV_SQRT_2PI
+    return (grad * (cdf + x64 * pdf)).astype(x.dtype, copy=False)
+
+
+def gelu_10_backward(grad, x) -> np.ndarray:
+    """``grad * gelu'(x)`` where ``gelu(x)`` lies inside [-10, 10], 0 where the clip holds it
+    (torch's clamp passes the gradient at the bounds themselves)."""
+    y = gelu(x)
+    return np.where((y >= -10) & (y <= 10), gelu_backward(grad, x), 0)
+
+
+def _tanh_gelu_backward(grad, x, k) -> np.ndarray:
+    """The derivative of 0.5 x (1 + tanh(k (x + 0.044715 x^3))):
+    0.5 (1 + t) + 0.5 x (1 - t^2) k (1 + 3 * 0.044715 x^2), t = tanh(k (x + 0.044715 x^3))."""
+    x = as_floating(x)
+    with np.errstate(over="ignore"):
+        t = np.tanh(k * (x + 0.044715 * (x * x * x)))
+    return grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * x * x))
+
+
+def gelu_new_backward(grad, x) -> np.ndarray:
+    """``grad * gelu_new'(x)`` (:func:`_tanh_gelu_backward` with k = sqrt(2/pi))."""
+    return _tanh_gelu_backward(grad, x, _SQRT_2_OVER_PI)
+
+
+def gelu_fast_backward(grad, x) -> np.ndarray:
+    """``grad * gelu_fast'(x)`` (:func:`_tanh_gelu_backward` with k = 0.7978845608)."""
+    return _tanh_gelu_backward(grad, x, 0.7978845608)
+
+
+def sigmoid_backward(grad, x) -> np.ndarray:
+    """sigmoid'(x) = s (1 - s), s = sigmoid(x); returns ``grad * s (1 - s)``."""
+    s = sigmoid(x)
+    return grad * s * (1.0 - s)
+
+
+def quick_gelu_backward(grad, x) -> np.ndarray:
+    """d/dx x s(1.702 x) = s + 1.702 x s (1 - s), s = sigmoid(1.702 x)."""
+    x = as_floating(x)
+    s = sigmoid(1.702 * x)
+    return grad * (s + 1.702 * x * s * (1.0 - s))
+
+
+def silu_backward(grad, x) -> np.ndarray:
+    """d/dx x s(x) = s + x s (1 - s), s = sigmoid(x)."""
+    x = as_floating(x)
+    s = sigmoid(x)
+    return grad * (s + x * s * (1.0 - s))
+
+
+def relu_backward(grad, x) -> np.ndarray:
+    """relu'(x) = 1 for x > 0, else 0 (0 at x = 0, as torch)."""
+    x = as_floating(x)
+    return grad * (x > 0).astype(x.dtype)
+
+
+def relu2_backward(grad, x) -> np.ndarray:
+    """d/dx relu(x)^2 = 2 relu(x)."""
+    return grad * 2 * relu(x)
+
+
+def relu6_backward(grad, x) -> np.ndarray:
+    """relu6'(x) = 1 for 0 < x < 6, else 0 (torch's hardtanh: 0 at both bounds)."""
+    x = as_floating(x)
+    return grad * ((x > 0) & (x < 6)).astype(x.dtype)
+
+
+def leaky_relu_backward(grad, x, negative_slope: float = 0.01) -> np.ndarray:
+    """leaky_relu'(x) = 1 for x > 0, else ``negative_slope``."""
+    x = as_floating(x)
+    return grad * np.where(x > 0, 1.0, negative_slope).astype(x.dtype)
+
+
+def tanh_backward(grad, x) -> np.ndarray:
+    """tanh'(x) = 1 - tanh(x)^2."""
+    t = tanh(x)
+    return grad * (1.0 - t * t)
+
+
+def mish_backward(grad, x) -> np.ndarray:
+    """d/dx x tanh(sp(x)) = tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x), sp = softplus(x)."""
+    x = as_floating(x)
+    t = np.tanh(np.logaddexp(0, x))
+    return grad * (t + x * (1.0 - t * t) * sigmoid(x))
+
+
+def identity_backward(grad, x) -> np.ndarray:
+    """identity'(x) = 1."""
+    return np.asarray(grad)
+
+
+def laplace_backward(grad, x, mu: float = 0.707107, sigma: float = 0.282095) -> np.ndarray:
+    """The normal density: exp(-z^2) / (sigma sqrt(2 pi)), z = (x - mu) / (sigma sqrt(2));
+    evaluated in float64 as :func:`laplace`."""
+    x = as_floating(x)
+    z = (x.astype(np.float64, copy=False) - mu) / (sigma * math.sqrt(2.0))
+    return (grad * np.exp(-z * z) * (_INV_SQRT_2PI / sigma)).astype(x.dtype, copy=False)
+
+
+ACT2GRAD: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    name: {gelu: gelu_backward, gelu_10: gelu_10_backward, gelu_new: gelu_new_backward,
+           gelu_fast: gelu_fast_backward, laplace: laplace_backward, leaky_relu: leaky_relu_backward,
+           identity: identity_backward, mish: mish_backward, quick_gelu: quick_gelu_backward,
+           relu: relu_backward, relu2: relu2_backward, relu6: relu6_backward, sigmoid: sigmoid_backward,
+           silu: silu_backward, tanh: tanh_backward}[forward]
+    for name, forward in ACT2FN.items()
+}
+"""``ACT2FN``'s names -> ``act_backward(grad, x) = grad * act'(x)``."""
+
+
+def get_activation_backward(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The backward of :func:`get_activation` ``(name)`` (same names, same error)."""
+    get_activation(name)
+    return ACT2GRAD[name]
+
+
+# --------------------------------------------------------------------------------------------
 # Linear, LayerNorm
 # --------------------------------------------------------------------------------------------
 def linear(x, weight, bias=None) -> np.ndarray:
@@ -396,6 +533,22 @@ def linear(x, weight, bias=None) -> np.ndarray:
     """
     y = as_floating(x) @ np.asarray(weight).T  # [..., out]
     return y if bias is None else y + bias
+
+
+def linear_backward(grad, x, weight, bias=None):
+    """Backward of :func:`linear`, y = x @ weight.T + bias::
+
+        dx = dy @ weight        dweight = sum over rows of dy^T x        dbias = sum over rows of dy
+
+    Shapes: grad ``[..., out]``, x ``[..., in]``, weight ``[out, in]``; returns
+    ``(dx [..., in], {"weight": [out, in], "bias": [out]})`` (no ``"bias"`` when bias is None).
+    """
+    x = as_floating(x)
+    rows = grad.reshape(-1, grad.shape[-1])  # [M, out]
+    grads = {"weight": rows.T @ x.reshape(-1, x.shape[-1])}  # [out, in]
+    if bias is not None:
+        grads["bias"] = rows.sum(axis=0)  # [out]
+    return grad @ np.asarray(weight), grads  # [..., in]
 
 
 def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
@@ -419,6 +572,31 @@ def layer_norm(x, weight, bias, eps: float) -> np.ndarray:
     var = np.mean(centred * centred, axis=-1, keepdims=True)  # [..., 1]
     y = centred / np.sqrt(var + eps) * weight + bias  # [..., C]
     return y.astype(x.dtype, copy=False)
+
+
+def layer_norm_backward(grad, x, weight, bias, eps: float):
+    """Backward of :func:`layer_norm`. With xhat = (x - mean) / sigma, sigma = sqrt(var + eps)::
+
+        dweight = sum over rows of dy * xhat          dbias = sum over rows of dy
+        g       = dy * weight
+        dx      = (g - mean(g) - xhat * mean(g * xhat)) / sigma          (means over the last axis)
+
+    In float64, rounded once to x's dtype, as the forward.
+
+    Shapes: grad and x ``[..., C]``, weight and bias ``[C]``; returns
+    ``(dx [..., C], {"weight": [C], "bias": [C]})``.
+    """
+    x = as_floating(x)
+    x64 = x.astype(np.float64, copy=False)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)  # [..., C]
+    sigma = np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True) + eps)  # [..., 1]
+    xhat = centred / sigma  # [..., C]
+    dy = np.asarray(grad, dtype=np.float64).reshape(-1, x.shape[-1])  # [M, C]
+    grads = {"weight": (dy * xhat.reshape(dy.shape)).sum(axis=0).astype(x.dtype),
+             "bias": dy.sum(axis=0).astype(x.dtype)}  # [C] each
+    g = np.asarray(grad, dtype=np.float64) * weight  # [..., C]
+    dx = (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True)) / sigma
+    return dx.astype(x.dtype, copy=False), grads
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,3 +650,21 @@ def masked_softmax(scores, visible) -> np.ndarray:
     if visible.dtype != np.bool_:
         raise TypeError(f"masked_softmax: visible must be a bool array, got dtype {visible.dtype}")
     return softmax(np.where(visible, scores, np.finfo(scores.dtype).min), axis=-1)
+
+
+def softmax_backward(grad, probs) -> np.ndarray:
+    """Backward of :func:`softmax` along the last axis, from its output p:
+    dx_i = p_i (dy_i - sum_j dy_j p_j).
+
+    Shapes: grad and probs ``[..., K]``; returns ``[..., K]``.
+    """
+    return probs * (grad - (grad * probs).sum(axis=-1, keepdims=True))
+
+
+def masked_softmax_backward(grad, probs, visible) -> np.ndarray:
+    """Backward of :func:`masked_softmax`: :func:`softmax_backward` on the visible scores, 0 on
+    the hidden ones (their score was replaced by a constant; a fully masked row gets 0 everywhere).
+
+    Shapes: grad and probs ``[..., Q, K]``, visible bool broadcastable to them; returns ``[..., Q, K]``.
+    """
+    return np.where(visible, softmax_backward(grad, probs), 0).astype(probs.dtype, copy=False)

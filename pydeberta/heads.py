@@ -16,7 +16,10 @@ Enhanced Mask Decoder of the pre-training is not part of these checkpoints' infe
 Dropout is the identity at inference, so it does not appear.
 """
 
-from .functional import get_activation, layer_norm, linear
+import numpy as np
+
+from .functional import (get_activation, get_activation_backward, layer_norm, layer_norm_backward, linear,
+                         linear_backward)
 
 
 def context_pooler(hidden, params, config):
@@ -39,3 +42,39 @@ def masked_lm_head(hidden, params, word_embeddings, config):
     t = layer_norm(t, **head["LayerNorm"], eps=config.layer_norm_eps)
     bias = params["predictions"]["bias"] if config.legacy else params["lm_head"]["bias"]
     return linear(t, word_embeddings, bias)  # [B, N, V]: the tied decoder
+
+
+def context_pooler_backward(grad, hidden, params, config):
+    """Backward of :func:`context_pooler` from ``grad [B, C]``: only token 0 receives a gradient.
+
+    Returns:
+        ``(dhidden [B, N, C], {"dense": ...})``.
+    """
+    pre = linear(hidden[:, 0], **params["dense"])  # [B, C]
+    dpre = get_activation_backward(config.pooler_hidden_act)(grad, pre)
+    dtoken, dense_grads = linear_backward(dpre, hidden[:, 0], **params["dense"])  # [B, C]
+    dhidden = np.zeros_like(hidden)  # [B, N, C]
+    dhidden[:, 0] = dtoken
+    return dhidden, {"dense": dense_grads}
+
+
+def masked_lm_head_backward(grad, hidden, params, word_embeddings, config):
+    """Backward of :func:`masked_lm_head` from ``grad [B, N, V]``.
+
+    Returns:
+        ``(dhidden [B, N, C], grads, dword_embeddings [V, E])``: ``grads`` shaped like ``params``,
+        and the tied decoder's share of the word embeddings' gradient.
+    """
+    head = params["predictions"]["transform"] if config.legacy else params["lm_head"]
+    bias = params["predictions"]["bias"] if config.legacy else params["lm_head"]["bias"]
+    pre = linear(hidden, **head["dense"])  # [B, N, E] or [B, N, C]
+    act = get_activation(config.hidden_act)(pre)
+    t = layer_norm(act, **head["LayerNorm"], eps=config.layer_norm_eps)
+    dt, decoder = linear_backward(grad, t, word_embeddings, bias)
+    dact, ln_grads = layer_norm_backward(dt, act, **head["LayerNorm"], eps=config.layer_norm_eps)
+    dpre = get_activation_backward(config.hidden_act)(dact, pre)
+    dhidden, dense_grads = linear_backward(dpre, hidden, **head["dense"])  # [B, N, C]
+    transform = {"dense": dense_grads, "LayerNorm": ln_grads}
+    grads = ({"predictions": {"transform": transform, "bias": decoder["bias"]}} if config.legacy
+             else {"lm_head": {**transform, "bias": decoder["bias"]}})
+    return dhidden, grads, decoder["weight"]

@@ -5,9 +5,10 @@ Shapes: ``N`` rows, ``C`` classes.
 
 import numpy as np
 
-from .functional import as_floating, log_softmax
+from .functional import as_floating, log_softmax, sigmoid, softmax
 
-__all__ = ["bce_with_logits", "cross_entropy", "mse_loss", "soft_cross_entropy"]
+__all__ = ["bce_with_logits", "bce_with_logits_backward", "cross_entropy", "cross_entropy_backward", "mse_loss",
+           "mse_loss_backward", "soft_cross_entropy", "soft_cross_entropy_backward"]
 
 
 def cross_entropy(logits, labels, ignore_index: int = -100) -> np.ndarray:
@@ -48,6 +49,24 @@ def cross_entropy(logits, labels, ignore_index: int = -100) -> np.ndarray:
     return np.asarray(total / logits.dtype.type(targets.size), dtype=logits.dtype)
 
 
+def cross_entropy_backward(logits, labels, ignore_index: int = -100) -> np.ndarray:
+    """Gradient of :func:`cross_entropy` with respect to the logits::
+
+        dlogits[n] = (softmax(logits[n]) - onehot(labels[n])) / |kept|   for kept rows, 0 for ignored ones
+
+    (all zeros when no row is kept: the loss is nan there, but torch's gradient touches only kept
+    rows). Labels are checked by the forward.
+
+    Shapes: logits [N, C], labels [N]; returns [N, C].
+    """
+    logits = as_floating(logits)
+    labels = np.asarray(labels)
+    kept = labels != ignore_index  # [N]
+    grad = softmax(logits) * kept[:, None]  # [N, C]
+    grad[np.flatnonzero(kept), labels[kept]] -= 1
+    return grad / logits.dtype.type(max(kept.sum(), 1))
+
+
 def soft_cross_entropy(logits, probs) -> np.ndarray:
     """Cross-entropy against soft labels, as DeBERTa's sequence-classification head computes it:
 
@@ -58,6 +77,13 @@ def soft_cross_entropy(logits, probs) -> np.ndarray:
     """
     per_row = -(log_softmax(logits) * as_floating(probs)).sum(axis=-1)  # [N]
     return np.asarray(per_row.mean(), dtype=per_row.dtype)
+
+
+def soft_cross_entropy_backward(logits, probs) -> np.ndarray:
+    """Gradient of :func:`soft_cross_entropy` with respect to the logits:
+    ``dlogits[n] = (softmax(logits[n]) * sum_c probs[n, c] - probs[n]) / N``; [N, C]."""
+    logits, probs = as_floating(logits), as_floating(probs)
+    return (softmax(logits) * probs.sum(axis=-1, keepdims=True) - probs) / logits.dtype.type(logits.shape[0])
 
 
 def mse_loss(input, target) -> np.ndarray:
@@ -71,6 +97,12 @@ def mse_loss(input, target) -> np.ndarray:
         raise ValueError(f"mse_loss: input {input.shape} and target {target.shape} differ in shape")
     diff = input - target
     return np.asarray(np.mean(diff * diff), dtype=diff.dtype)
+
+
+def mse_loss_backward(input, target) -> np.ndarray:
+    """Gradient of :func:`mse_loss` with respect to ``input``: ``2 (input - target) / size``."""
+    diff = as_floating(input) - as_floating(target)
+    return 2 * diff / diff.dtype.type(diff.size)
 
 
 def bce_with_logits(logits, targets) -> np.ndarray:
@@ -89,3 +121,9 @@ def bce_with_logits(logits, targets) -> np.ndarray:
         raise ValueError(f"bce_with_logits: logits {x.shape} and targets {t.shape} differ in shape")
     loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
     return np.asarray(np.mean(loss), dtype=loss.dtype)
+
+
+def bce_with_logits_backward(logits, targets) -> np.ndarray:
+    """Gradient of :func:`bce_with_logits` with respect to the logits: ``(sigmoid(x) - t) / size``."""
+    x, t = as_floating(logits), as_floating(targets)
+    return (sigmoid(x) - t) / x.dtype.type(x.size)

@@ -26,7 +26,8 @@ from .functional import linear
 from .heads import context_pooler, masked_lm_head
 from .hub import resolve_model_folder
 from .inputs import as_integer_array, check_labels, prepare_inputs
-from .losses import bce_with_logits, cross_entropy, mse_loss, soft_cross_entropy
+from .losses import (bce_with_logits, bce_with_logits_backward, cross_entropy, cross_entropy_backward, mse_loss,
+                     mse_loss_backward, soft_cross_entropy, soft_cross_entropy_backward)
 from .model import backbone
 from .outputs import (BaseModelOutput, MaskedLMOutput, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
                       SequenceClassifierOutput, StudyOutput, TokenClassifierOutput)
@@ -135,6 +136,32 @@ class DebertaV2PreTrainedModel:
     def state_dict(self):
         """The same as :attr:`params`, under transformers' method name."""
         return self.params
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Replace the parameters by checkpoint key, as ``torch.nn.Module.load_state_dict``: the
+        given arrays are copied (cast to the model's dtype) into new arrays, never written into
+        the old ones, so a loaded model's read-only arrays and the engine's tables stay valid.
+
+        Args:
+            state_dict: checkpoint key -> array of the shape :attr:`params` has for that key.
+            strict: every key of :attr:`params` must be given and no other (else ``KeyError``
+                naming them); with False, missing keys keep their arrays and unknown ones are left out.
+        Returns:
+            ``(missing_keys, unexpected_keys)``, sorted lists.
+        """
+        current = self.params
+        missing = sorted(set(current) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(current))
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: state_dict must have exactly the model's keys; missing {missing[:5]}"
+                           f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                           f"{' ...' if len(unexpected) > 5 else ''}")
+        for key in current.keys() & state_dict.keys():
+            if np.shape(state_dict[key]) != current[key].shape:
+                raise ValueError(f"load_state_dict: {key} must have shape {current[key].shape}, "
+                                 f"got {np.shape(state_dict[key])}")
+        self.tree = unflatten(pack({key: state_dict.get(key, value) for key, value in current.items()}, self.dtype))
+        return missing, unexpected
 
     def num_parameters(self, exclude_embeddings=False):
         """Number of parameters (tied weights counted once); optionally without the embedding
@@ -256,7 +283,7 @@ def check_class_labels(labels, shape, num_classes, name="labels", ignore_index=-
     return labels
 
 
-def sequence_classification_loss(logits, labels, config):
+def sequence_classification_loss(logits, labels, config, with_grad=False):
     """The loss of ``DebertaV2ForSequenceClassification``, chosen as transformers chooses it.
 
     ``problem_type`` None (what DeBERTa checkpoints carry; the model never sets it):
@@ -270,8 +297,21 @@ def sequence_classification_loss(logits, labels, config):
     One deliberate difference: labels ``[B, 1]`` are read as ``[B]``. transformers gathers
     them with the row/column pairs of ``nonzero()``, which mixes up rows (and crashes unless
     ``num_labels == 2``).
+
+    With ``with_grad`` returns ``(loss, dlogits)``, ``dlogits [B, num_labels]`` the gradient of
+    the loss by the matching backward of :mod:`pydeberta.losses`.
     """
     B, L = logits.shape
+
+    def chosen(loss, backward, scores, targets, rows=slice(None)):
+        """``loss(scores, targets)``, and with ``with_grad`` its gradient put back in ``logits``' shape."""
+        value = loss(scores, targets)
+        if not with_grad:
+            return value
+        dlogits = np.zeros_like(logits)  # [B, L]
+        dlogits[rows] = backward(scores, targets).reshape(dlogits[rows].shape)
+        return value, dlogits
+
     problem = config.problem_type
     if problem == "regression" or (problem is None and L == 1):
         labels = np.asarray(labels)
@@ -284,29 +324,30 @@ def sequence_classification_loss(logits, labels, config):
             scores = logits.reshape(-1)  # [B]
             if problem is None:  # transformers casts the logits to the labels' dtype here
                 scores = scores.astype(labels.dtype)
-            return mse_loss(scores, labels)
+            return chosen(mse_loss, mse_loss_backward, scores, labels)
         if labels.shape != (B, L):
             raise ValueError(f"regression labels must have shape {(B, L)}, got {labels.shape}")
-        return mse_loss(logits, labels.astype(logits.dtype))
+        return chosen(mse_loss, mse_loss_backward, logits, labels.astype(logits.dtype))
     if problem == "multi_label_classification":
         labels = np.asarray(labels)
         if labels.shape != (B, L):
             raise ValueError(f"multi-label labels must have shape {(B, L)}, got {labels.shape}")
-        return bce_with_logits(logits, labels.astype(logits.dtype))
+        return chosen(bce_with_logits, bce_with_logits_backward, logits, labels.astype(logits.dtype))
     labels = np.asarray(labels)
     if labels.shape == (B, 1):
         labels = labels.reshape(B)
     if problem == "single_label_classification":
-        return cross_entropy(logits, check_class_labels(labels, (B,), L))
+        return chosen(cross_entropy, cross_entropy_backward, logits, check_class_labels(labels, (B,), L))
     if labels.shape == (B, L) and L > 1:  # soft labels
-        return soft_cross_entropy(logits, labels.astype(logits.dtype))
+        return chosen(soft_cross_entropy, soft_cross_entropy_backward, logits, labels.astype(logits.dtype))
     labels = check_labels(labels, (B,), "labels (class indices [B] or soft labels [B, num_labels])")
     keep = labels >= 0  # negative labels are ignored
     if np.any(labels[keep] >= L):
         raise ValueError(f"labels must lie in [0, {L}) (negative ones are ignored), got {labels[keep].max()}")
     if not keep.any():
-        return np.zeros((), logits.dtype)
-    return cross_entropy(logits[keep].astype(np.float32), labels[keep])
+        zero = np.zeros((), logits.dtype)
+        return (zero, np.zeros_like(logits)) if with_grad else zero
+    return chosen(cross_entropy, cross_entropy_backward, logits[keep].astype(np.float32), labels[keep], keep)
 
 
 class DebertaV2ForMaskedLM(DebertaV2PreTrainedModel):
@@ -429,11 +470,14 @@ class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
 
     head = "multiple_choice"
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
-                output_study=False, return_dict=None):
-        """Run the model on every (example, choice) sequence; ``labels [B]`` (choice index) give
-        the cross-entropy ``loss``."""
+    @staticmethod
+    def flatten_choices(input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                        inputs_embeds=None):
+        """Check the ``[B, num_choices, N(, E)]`` inputs and flatten each to ``[B*num_choices, N(, E)]``.
+
+        Returns:
+            ``(B, num_choices, inputs)``, ``inputs`` a dict of :meth:`run_backbone`'s input arguments.
+        """
         main = input_ids if input_ids is not None else inputs_embeds
         if main is None:
             raise ValueError("pass exactly one of input_ids and inputs_embeds, got neither")
@@ -454,10 +498,22 @@ class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
                                  f"got {array.shape}")
             return array.reshape(B * num_choices, *array.shape[2:])  # [B*num_choices, N(, E)]
 
-        out = self.run_backbone(flat(input_ids, "input_ids"), flat(attention_mask, "attention_mask"),
-                                flat(token_type_ids, "token_type_ids"), flat(position_ids, "position_ids"),
-                                flat(inputs_embeds, "inputs_embeds", 1), output_attentions, output_hidden_states,
-                                output_study)
+        inputs = {name: flat(value, name) for name, value in (("input_ids", input_ids),
+                                                              ("attention_mask", attention_mask),
+                                                              ("token_type_ids", token_type_ids),
+                                                              ("position_ids", position_ids))}
+        inputs["inputs_embeds"] = flat(inputs_embeds, "inputs_embeds", 1)
+        return B, num_choices, inputs
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
+                output_study=False, return_dict=None):
+        """Run the model on every (example, choice) sequence; ``labels [B]`` (choice index) give
+        the cross-entropy ``loss``."""
+        B, num_choices, flat = self.flatten_choices(input_ids, attention_mask, token_type_ids, position_ids,
+                                                    inputs_embeds)
+        out = self.run_backbone(**flat, output_attentions=output_attentions,
+                                output_hidden_states=output_hidden_states, output_study=output_study)
         pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config)  # [B*num_choices, C]
         logits = linear(pooled, **self.tree["classifier"]).reshape(B, num_choices)  # [B, num_choices]
         loss = None

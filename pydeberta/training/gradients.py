@@ -1,0 +1,142 @@
+"""Gradients of a task model's loss with respect to every parameter, by the book's backward
+functions (no autograd engine).
+
+:func:`value_and_grad` runs the book's forward (:mod:`pydeberta.model`, :mod:`pydeberta.heads`)
+and the loss transformers would choose, then walks back: the loss's gradient on the logits, the
+head's backward, and :func:`pydeberta.model.backbone_backward` through every layer from the top,
+each layer recomputing its own intermediates from its input (the forward keeps only the layers'
+inputs, its hidden states). The tied decoder of the masked LM adds its share to the word
+embeddings' gradient.
+
+Shapes: ``B`` batch, ``N`` sequence length, ``C`` hidden size, ``V`` vocabulary.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from ..attention import add_grads
+from ..engine import backend
+from ..functional import linear, linear_backward
+from ..heads import context_pooler, context_pooler_backward, masked_lm_head_backward
+from ..inputs import as_integer_array, check_labels, prepare_inputs
+from ..losses import cross_entropy_backward
+from ..model import backbone_backward
+from ..modeling import sequence_classification_loss
+from ..weights import flatten
+
+LABELS = {"masked_lm": ("labels",), "sequence_classification": ("labels",), "token_classification": ("labels",),
+          "multiple_choice": ("labels",), "question_answering": ("start_positions", "end_positions")}
+"""The label arguments each head's loss needs, by :attr:`~pydeberta.modeling.DebertaV2PreTrainedModel.head`."""
+
+BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+
+
+def value_and_grad(model, **batch):
+    """The model's outputs (with ``loss``) and the gradient of ``loss`` for every parameter.
+
+    Args:
+        model: a task model (``DebertaV2ForMaskedLM``, ``...ForSequenceClassification``,
+            ``...ForTokenClassification``, ``...ForQuestionAnswering``, ``...ForMultipleChoice``).
+        **batch: the forward's arguments, with the labels its loss needs (``labels``, or
+            ``start_positions`` and ``end_positions``).
+    Returns:
+        ``(outputs, grads)``: ``outputs`` as ``model(**batch)`` returns them, computed by the book;
+        ``grads`` maps every checkpoint key of ``model.params`` to an array of its shape and the
+        model's dtype (parameters the loss does not reach get zeros).
+    """
+    if model.head not in LABELS:
+        raise TypeError(f"value_and_grad needs a task model with a loss, got {type(model).__name__}")
+    missing = [name for name in LABELS[model.head] if batch.get(name) is None]
+    if missing:
+        raise ValueError(f"value_and_grad: {type(model).__name__} needs {' and '.join(LABELS[model.head])} for its "
+                         f"loss; missing {', '.join(missing)}")
+    keep_hidden = batch.pop("output_hidden_states", False)
+    return_dict = batch.pop("return_dict", None)
+    with backend.use_backend("reference"):
+        outputs = model(**batch, output_hidden_states=True, return_dict=True)
+    config, tree = model.config, model.tree
+    hidden = outputs.hidden_states[-1]  # [B, N, C]
+    dhidden, head_grads = HEAD_BACKWARD[model.head](model, outputs, hidden, batch)  # [B, N, C]
+    inputs = backbone_inputs(model, batch)
+    grads = {**head_grads, model.base_model_prefix: add_grads(
+        backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config, inputs),
+        head_grads.pop(model.base_model_prefix, {}))}
+    flat = flatten(grads)
+    grads = {key: np.zeros_like(value) if key not in flat else np.asarray(flat[key], model.dtype)
+             for key, value in model.params.items()}
+    if not keep_hidden:
+        outputs = dataclasses.replace(outputs, hidden_states=None)
+    return model.result(outputs, return_dict), grads
+
+
+def backbone_inputs(model, batch):
+    """The validated :class:`~pydeberta.inputs.ModelInputs` the forward gave the backbone."""
+    arguments = {name: batch.get(name) for name in BACKBONE_INPUTS}
+    if model.head == "multiple_choice":
+        arguments = model.flatten_choices(**arguments)[2]
+    return prepare_inputs(model.config, model.dtype, **arguments)
+
+
+# --------------------------------------------------------------------------- heads
+# Each takes (model, outputs, last hidden state, batch) and returns the gradient of the loss on the
+# last hidden state and the head's parameter gradients, nested as in model.tree.
+def masked_lm_backward(model, outputs, hidden, batch):
+    """Mean cross-entropy over the labelled tokens, through the masked-LM head and its tied decoder."""
+    V = outputs.logits.shape[-1]
+    labels = np.asarray(batch["labels"]).reshape(-1)
+    dlogits = cross_entropy_backward(outputs.logits.reshape(-1, V), labels).reshape(outputs.logits.shape)
+    name = "cls" if model.config.legacy else "lm_predictions"
+    word_embeddings = model.tree[model.base_model_prefix]["embeddings"]["word_embeddings"]["weight"]
+    dhidden, head, dword = masked_lm_head_backward(dlogits, hidden, model.tree[name], word_embeddings, model.config)
+    tied = {"embeddings": {"word_embeddings": {"weight": dword}}}
+    return dhidden, {name: head, model.base_model_prefix: tied}
+
+
+def pooled_classifier_backward(model, dlogits, hidden):
+    """Through ``classifier(pooler(h))`` from ``dlogits [B, L]``; returns ``(dhidden, grads)``."""
+    pooled = context_pooler(hidden, model.tree["pooler"], model.config)  # [B, C]
+    dpooled, classifier = linear_backward(dlogits, pooled, **model.tree["classifier"])  # [B, C]
+    dhidden, pooler = context_pooler_backward(dpooled, hidden, model.tree["pooler"], model.config)
+    return dhidden, {"pooler": pooler, "classifier": classifier}
+
+
+def sequence_classification_backward(model, outputs, hidden, batch):
+    """The loss :func:`~pydeberta.modeling.sequence_classification_loss` chooses, through the
+    classifier and the pooler."""
+    logits = linear(context_pooler(hidden, model.tree["pooler"], model.config), **model.tree["classifier"])  # [B, L]
+    _, dlogits = sequence_classification_loss(logits, batch["labels"], model.config, with_grad=True)
+    return pooled_classifier_backward(model, dlogits, hidden)
+
+
+def multiple_choice_backward(model, outputs, hidden, batch):
+    """Cross-entropy over the choices' scores ``[B, num_choices]``, through the classifier and the pooler."""
+    labels = np.asarray(batch["labels"]).reshape(-1)
+    dlogits = cross_entropy_backward(outputs.logits, labels).reshape(-1, 1)  # [B*num_choices, 1]
+    return pooled_classifier_backward(model, dlogits, hidden)
+
+
+def token_classification_backward(model, outputs, hidden, batch):
+    """Mean cross-entropy over the labelled tokens, through the token classifier."""
+    L = outputs.logits.shape[-1]
+    labels = np.asarray(batch["labels"]).reshape(-1)
+    dlogits = cross_entropy_backward(outputs.logits.reshape(-1, L), labels).reshape(outputs.logits.shape)
+    dhidden, classifier = linear_backward(dlogits, hidden, **model.tree["classifier"])  # [B, N, C]
+    return dhidden, {"classifier": classifier}
+
+
+def question_answering_backward(model, outputs, hidden, batch):
+    """``(CE(start) + CE(end)) / 2``, positions clamped to ``[0, N]`` and ``N`` ignored, through ``qa_outputs``."""
+    N = hidden.shape[1]
+    dlogits = np.zeros(hidden.shape[:2] + (2,), hidden.dtype)  # [B, N, 2]
+    for column, name, scores in ((0, "start_positions", outputs.start_logits), (1, "end_positions", outputs.end_logits)):
+        positions = as_integer_array(batch[name], name)
+        positions = check_labels(positions.reshape(-1) if positions.ndim == 2 else positions, scores.shape[:1], name)
+        dlogits[..., column] = cross_entropy_backward(scores, np.clip(positions, 0, N), ignore_index=N) / 2
+    dhidden, qa_outputs = linear_backward(dlogits, hidden, **model.tree["qa_outputs"])  # [B, N, C]
+    return dhidden, {"qa_outputs": qa_outputs}
+
+
+HEAD_BACKWARD = {"masked_lm": masked_lm_backward, "sequence_classification": sequence_classification_backward,
+                 "token_classification": token_classification_backward,
+                 "question_answering": question_answering_backward, "multiple_choice": multiple_choice_backward}

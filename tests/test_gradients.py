@@ -1,0 +1,180 @@
+"""Gradients by the book's backward functions against torch autograd through transformers'
+models, on hypothesis-drawn configs covering every optional part, for every head with labels.
+
+A gradient is compared relative to its largest entry (torch's), as
+``max |ours - torch| <= tol * max(max |torch|, floor)``: float64 within 1e-7, float32 within 1e-3.
+``floor`` (1e-9 in float64, 1e-2 in float32, of the largest entry over all parameters) covers
+gradients that are mathematically zero or nearly so, where both sides hold rounding noise: the
+bias of the c2p key projection (it adds ``q_i · b``, the same for every key, which the softmax
+cancels; ~1e-19 in float64), or a LayerNorm over 2 channels, whose output is +-1 whatever its input;
+and any difference within an absolute 1e-15 / 1e-9 passes (weights and activations are of order 1
+here), for the cases where every gradient is 0 or nearly (one class; a batch of one repeated token).
+"""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+from oracle import batches, build_transformers_model, configs, to_pydeberta
+
+from pydeberta.training import value_and_grad
+
+GRAD_TOLERANCE = {np.float32: 1e-3, np.float64: 1e-7}
+NOISE_FLOOR = {np.float32: 1e-2, np.float64: 1e-9}
+ABSOLUTE_FLOOR = {np.float32: 1e-9, np.float64: 1e-15}
+DTYPES = [np.float32, np.float64]
+V3_LIKE = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
+               relative_attention=True, pos_att_type="p2c|c2p", position_buckets=8, max_relative_positions=32,
+               share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0)
+V2_XLARGE_LIKE = dict(V3_LIKE, conv_kernel_size=3, conv_act="gelu", conv_groups=2, embedding_size=8)
+
+
+def torch_gradients(hf_model, batch):
+    """transformers' loss and the gradient of every named parameter (zeros where autograd gives None)."""
+    hf_model.zero_grad()
+    out = hf_model(**{key: torch.as_tensor(value) for key, value in batch.items()})
+    out.loss.backward()
+    return out, {name: np.zeros(tuple(p.shape)) if p.grad is None else p.grad.numpy()
+                 for name, p in hf_model.named_parameters()}
+
+
+def compare_gradients(cls_name, cfg, batch, dtype, tolerance=None):
+    """pydeberta's value_and_grad against transformers' loss.backward() on the same weights.
+
+    float32 skips hidden size 2: a LayerNorm over two channels outputs +-weight + bias whatever
+    its input, so every gradient through it is rounding noise on both sides (float64 keeps them).
+    """
+    assume(dtype == np.float64 or cfg["hidden_size"] > 2)
+    hf_model = build_transformers_model(cls_name, cfg, dtype)
+    ours = to_pydeberta(hf_model, dtype=dtype)
+    out, grads = value_and_grad(ours, **batch)
+    theirs, expected = torch_gradients(hf_model, batch)
+    tol = tolerance or GRAD_TOLERANCE[dtype]
+    loss, expected_loss = float(out.loss), float(theirs.loss)
+    assert abs(loss - expected_loss) <= tol * (1 + abs(expected_loss)) or (np.isnan(loss) and np.isnan(expected_loss))
+    assert set(grads) == set(ours.params)
+    assert set(expected) <= set(grads), f"parameters transformers has and we do not: {set(expected) - set(grads)}"
+    floor = NOISE_FLOOR[dtype] * max(np.nanmax(np.abs(g), initial=0) for g in expected.values())
+    for name, reference in expected.items():
+        mine = grads[name]
+        assert mine.shape == reference.shape and mine.dtype == dtype, name
+        assert np.array_equal(np.isnan(mine), np.isnan(reference)), f"{name}: nan in different places"
+        scale = max(np.nanmax(np.abs(reference), initial=0), floor)
+        diff = np.nanmax(np.abs(mine.astype(np.float64) - reference), initial=0)
+        assert diff <= max(tol * scale, ABSOLUTE_FLOOR[dtype]), (
+            f"{name}: max |ours - torch| = {diff:.3g} > {tol:g} x the largest entry {scale:.3g}")
+    for name in set(grads) - set(expected):  # keys transformers ties to another parameter
+        assert name.startswith("cls.predictions.decoder"), name
+    return out, grads
+
+
+def inputs_of(batch):
+    ids, mask, types = batch
+    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+FIXED_BATCH = (np.array([[1, 5, 9, 3, 2, 0], [1, 7, 0, 0, 0, 0]]), np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]]),
+               np.zeros((2, 6), int))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("legacy", [True, False])
+@settings(max_examples=10)
+@given(cfg=configs(), data=st.data())
+@example(cfg=V3_LIKE, data=None)
+@example(cfg=V2_XLARGE_LIKE, data=None)
+def test_masked_lm_gradients_match_autograd(dtype, legacy, cfg, data):
+    cfg = dict(cfg, legacy=legacy)
+    if not legacy:  # transformers 4.57 crashes on tied non-legacy heads; Microsoft's layout needs E == C
+        cfg.update(tie_word_embeddings=False, embedding_size=cfg["hidden_size"])
+    batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"])) if data else FIXED_BATCH
+    labels = np.where(np.random.default_rng(0).random(batch[0].shape) < 0.5, batch[0], -100)
+    labels[0, 0] = batch[0][0, 0]  # at least one labelled token
+    compare_gradients("DebertaV2ForMaskedLM", cfg, dict(inputs_of(batch), labels=labels), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=10)
+@given(cfg=configs(), data=st.data(), num_labels=st.integers(1, 4),
+       problem=st.sampled_from([None, "regression", "single_label_classification", "multi_label_classification"]),
+       soft=st.booleans())
+@example(cfg=V2_XLARGE_LIKE, data=None, num_labels=3, problem=None, soft=False)
+def test_sequence_classification_gradients_match_autograd(dtype, cfg, data, num_labels, problem, soft):
+    cfg = dict(cfg, num_labels=num_labels, problem_type=problem)
+    batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"])) if data else FIXED_BATCH
+    B = batch[0].shape[0]
+    rng = np.random.default_rng(1)
+    tolerance = None
+    if problem == "regression" or (problem is None and num_labels == 1):
+        labels = rng.normal(size=(B, num_labels) if num_labels > 1 else (B,)).astype(dtype)
+    elif problem == "multi_label_classification":
+        labels = (rng.random((B, num_labels)) < 0.5).astype(dtype)
+    elif problem is None and soft:
+        labels = rng.dirichlet(np.ones(num_labels), B).astype(dtype)
+    else:
+        labels = rng.integers(-1 if problem is None else 0, num_labels, B)  # negative labels are ignored
+        labels[0] = 0
+        if problem is None:  # transformers takes this cross-entropy in float32, whatever the model's dtype
+            tolerance = GRAD_TOLERANCE[np.float32] if dtype == np.float32 else 1e-5
+    compare_gradients("DebertaV2ForSequenceClassification", cfg, dict(inputs_of(batch), labels=labels), dtype,
+                      tolerance)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=8)
+@given(cfg=configs(), data=st.data(), num_labels=st.integers(1, 5))
+def test_token_classification_gradients_match_autograd(dtype, cfg, data, num_labels):
+    cfg = dict(cfg, num_labels=num_labels)
+    batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"]))
+    labels = np.where(batch[1] > 0, np.random.default_rng(2).integers(0, num_labels, batch[0].shape), -100)
+    compare_gradients("DebertaV2ForTokenClassification", cfg, dict(inputs_of(batch), labels=labels), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=8)
+@given(cfg=configs(), data=st.data())
+def test_question_answering_gradients_match_autograd(dtype, cfg, data):
+    batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"]))
+    B, N = batch[0].shape
+    rng = np.random.default_rng(3)
+    starts = rng.integers(0, N, B)
+    ends = rng.integers(0, N + 3, B)  # beyond N: clamped to N and ignored, as transformers
+    compare_gradients("DebertaV2ForQuestionAnswering", cfg,
+                      dict(inputs_of(batch), start_positions=starts, end_positions=ends), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=8)
+@given(cfg=configs(), data=st.data(), choices=st.integers(1, 3))
+def test_multiple_choice_gradients_match_autograd(dtype, cfg, data, choices):
+    batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"]))
+    B = batch[0].shape[0]
+    stacked = {k: np.stack([np.roll(v, c, axis=1) for c in range(choices)], axis=1)
+               for k, v in inputs_of(batch).items()}  # [B, choices, N]
+    stacked["attention_mask"][..., 0] = 1
+    labels = np.random.default_rng(4).integers(0, choices, B)
+    compare_gradients("DebertaV2ForMultipleChoice", cfg, dict(stacked, labels=labels), dtype)
+
+
+def test_value_and_grad_returns_the_forward_outputs():
+    """The outputs are the forward's (same loss and logits as a plain call), hidden states only
+    when asked, and the tuple form with return_dict=False."""
+    hf_model = build_transformers_model("DebertaV2ForTokenClassification", V3_LIKE)
+    ours = to_pydeberta(hf_model)
+    batch = dict(input_ids=FIXED_BATCH[0], attention_mask=FIXED_BATCH[1], labels=np.where(FIXED_BATCH[1] > 0, 1, -100))
+    out, _ = value_and_grad(ours, **batch)
+    plain = ours(**batch)
+    np.testing.assert_allclose(out.logits, plain.logits, atol=1e-5)
+    np.testing.assert_allclose(out.loss, plain.loss, atol=1e-6)
+    assert out.hidden_states is None
+    assert len(value_and_grad(ours, output_hidden_states=True, **batch)[0].hidden_states) == 3
+    assert isinstance(value_and_grad(ours, return_dict=False, **batch)[0], tuple)
+
+
+def test_value_and_grad_names_what_is_missing():
+    ours = to_pydeberta(build_transformers_model("DebertaV2ForQuestionAnswering", V3_LIKE))
+    with pytest.raises(ValueError, match="start_positions and end_positions.*missing end_positions"):
+        value_and_grad(ours, input_ids=[[1, 2, 3]], start_positions=[0])
+    with pytest.raises(TypeError, match="task model with a loss"):
+        value_and_grad(to_pydeberta(build_transformers_model("DebertaV2Model", V3_LIKE)), input_ids=[[1, 2]])
