@@ -375,13 +375,17 @@ def run_inspect(args):
 
 
 def run_attention(args):
-    """Draw one head's attention and its c2c / c2p / p2c score terms for a text."""
-    try:
-        import matplotlib  # noqa: F401  (checked before the model is loaded and run)
-    except ImportError as exc:
-        raise CommandError(f"attention needs matplotlib, which is not installed: pip install 'pydeberta[viz]' "
-                           f"({exc})") from None
-    from .viz import plot_attention_terms
+    """Draw one head's attention and its c2c / c2p / p2c score terms for a text (``--out``, a
+    matplotlib figure), and/or write the interactive page of every layer, head and term
+    (``--html``, opening at ``--layer``/``--head``; needs no matplotlib)."""
+    out = args.out if args.out or args.html else "attention.png"
+    if out:
+        try:
+            import matplotlib  # noqa: F401  (checked before the model is loaded and run)
+        except ImportError as exc:
+            raise CommandError(f"attention needs matplotlib, which is not installed: pip install 'pydeberta[viz]' "
+                               f"({exc}); --html alone needs no matplotlib") from None
+    from .viz import AttentionView, plot_attention_terms
     from .hub import resolve_model_folder
     from .modeling import DebertaV2Model
     from .tokenizer import DebertaV2TokenizerFast
@@ -394,12 +398,17 @@ def run_attention(args):
     if not 0 <= args.head < model.config.num_attention_heads:
         raise CommandError(f"--head must lie in [0, {model.config.num_attention_heads}), got {args.head}")
     enc = tokenizer(args.text, return_tensors="np")
-    out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True,
-                output_study=True)
+    output = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_attentions=True,
+                   output_study=True)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    fig, _ = plot_attention_terms(out, tokens, layer=args.layer, head=args.head, shared_scale=args.shared_scale)
-    fig.savefig(args.out, dpi=args.dpi, bbox_inches="tight")
-    print(f"wrote {args.out}")
+    if args.html:
+        AttentionView(output, tokens, text=args.text, layer=args.layer, head=args.head).save(args.html)
+        print(f"wrote {args.html}")
+    if out:
+        fig, _ = plot_attention_terms(output, tokens, layer=args.layer, head=args.head,
+                                      shared_scale=args.shared_scale)
+        fig.savefig(out, dpi=args.dpi, bbox_inches="tight")
+        print(f"wrote {out}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -456,7 +465,10 @@ def build_parser():
     p.add_argument("text")
     p.add_argument("--layer", type=int, default=0)
     p.add_argument("--head", type=int, default=0)
-    p.add_argument("--out", default="attention.png")
+    p.add_argument("--out", help="the figure's file (default attention.png, none when only --html is given)")
+    p.add_argument("--html", metavar="FILE",
+                   help="write an interactive page of every layer, head and term (c2c, c2p, p2c, sum) to FILE, "
+                        "opening at --layer/--head; self-contained, no matplotlib needed")
     p.add_argument("--dpi", type=int, default=120)
     p.add_argument("--shared-scale", action="store_true",
                    help="one colour scale for the c2c, c2p and p2c maps, so their sizes compare")

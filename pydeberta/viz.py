@@ -4,7 +4,9 @@ Every function takes what the model returned (called with ``output_attentions=Tr
 the score terms and the convolution, ``output_study=True``) or the sizes of the position
 functions, draws it, and returns ``(figure, axes)`` without showing it, so a notebook can
 restyle it. Nothing is recomputed that the model already returned: the arrays drawn are the
-model's own (``ax.images[0].get_array()`` equals them).
+model's own (``ax.images[0].get_array()`` equals them). The one exception to matplotlib is
+:func:`attention_view`: it runs a model on a text and returns an interactive HTML view
+(:class:`AttentionView`) of the same arrays, for Jupyter or a standalone page.
 
 Colours are the same everywhere:
 
@@ -29,13 +31,20 @@ Functions:
 ``plot_attention_distance``            per-token mean attended distance by layer
 ``plot_conv_contribution``             the nGiE convolution's output per token and channel
 ``to_bertviz``                         attentions as bertviz's ``head_view``/``model_view`` take them
+``attention_view``                     an interactive :class:`AttentionView` (HTML, no matplotlib or
+                                       torch): every layer, head and term, tokens to click
 =====================================  ==========================================================
 
 The numbers behind three of them are functions of their own: :func:`term_magnitudes`,
 :func:`attention_entropy` and :func:`attention_distance`.
 """
 
+import base64
+import html
+import json
+import os
 import sys
+import uuid
 
 import numpy as np
 
@@ -559,3 +568,398 @@ def to_bertviz(output, tokens, batch_index=0):
     tokens = _check_tokens(tokens, attentions[0].shape[-1])
     attention = tuple(torch.from_numpy(np.ascontiguousarray(a[batch_index][None])) for a in attentions)
     return attention, tokens
+
+
+# --------------------------------------------------------------------------- interactive view
+VIEW_MAPS = ("attention",) + TERMS
+"""What the interactive view stores per layer and head (a term the model leaves off is not
+stored); the page adds ``"sum"``, the three terms added."""
+MAX_VIEW_BYTES = 8_000_000
+"""Default ``max_bytes`` of :class:`AttentionView`: the numbers a page embeds, before base64."""
+_VIEW_DTYPES = {"float16": "<f2", "float32": "<f4"}
+VIEW_ATTENTION_COLOR = "#3e4989"  # a viridis blue: the probabilities' button and lines
+
+
+def _check_view_size(n_tokens, n_layers, n_heads, n_maps, dtype, max_bytes):
+    """Refuse a view whose numbers (``L x H x maps x N x N`` values of ``dtype``) exceed ``max_bytes``."""
+    if dtype not in _VIEW_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_VIEW_DTYPES)}, got {dtype!r}")
+    values = n_layers * n_heads * n_maps * n_tokens * n_tokens
+    size = values * np.dtype(_VIEW_DTYPES[dtype]).itemsize
+    if size > max_bytes:
+        raise ValueError(f"attention view: {n_tokens} tokens x {n_layers} layers x {n_heads} heads x {n_maps} maps "
+                         f"is {values:,} values, {size:,} bytes as {dtype}, over max_bytes={max_bytes:,} (the "
+                         f"limit of a page's numbers); give a shorter text, or in Python keep fewer layers= or "
+                         f"heads=, or raise max_bytes")
+
+
+def _json_for_script(value):
+    """``value`` as JSON that is safe inside a ``<script>`` element: ``<``, ``>`` and ``&``
+    escaped as ``\\u003c`` ..., non-ASCII as ``\\uXXXX``, so no string can close the element."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+class AttentionView:
+    """An interactive view of every layer's and head's attention and score terms: self-contained
+    HTML with inline JavaScript (no network), shown by Jupyter (``_repr_html_``; like any output
+    with a script, it runs in a trusted notebook, which a cell run in the session is) or saved
+    as a page (:meth:`save`). torch and matplotlib are not needed.
+
+    The page has a layer, a head and a term selector (attention probabilities, c2c, c2p, p2c
+    and their sum), the tokens twice (queries left, keys right) joined by lines, and the
+    ``[N, N]`` matrix as a heatmap. Hover a query token for its lines, click it to keep them
+    (click again to let go); the keys then show that query's values. Probabilities are drawn
+    from 0 to the head's largest probability (:data:`PROBABILITY_CMAP`); the terms on a
+    zero-centred scale of their own largest magnitude (:data:`SCORE_CMAP`, red positive).
+
+    The numbers are the model's own (``output.attentions`` and ``output.study``), stored once
+    as little-endian ``dtype`` in base64, so a page is 4/3 of its numbers and 12 kB: 4 layers x
+    4 heads x 4 maps at 40 tokens is 205 kB of float16, a 285 kB page (2.8 MB at 128 tokens). The
+    default ``max_bytes`` admits 250 tokens of such a model, 83 of a 12-layer, 12-head one
+    (deberta-v3-base; keep fewer ``layers`` for longer texts). Tokens and text reach the page as
+    escaped JSON and are inserted as text, never as markup.
+
+    Args:
+        output: a model output from ``output_attentions=True, output_study=True``.
+        tokens: the ``N`` token strings of row ``batch_index``.
+        batch_index: the row of the batch to show (its padding, if any, is shown too).
+        text: optional caption (the input text).
+        layers, heads: the layer and head indices to store (default all).
+        layer, head, term: what the page opens at (default the first stored layer and head,
+            ``"attention"``; ``term`` one of ``"attention"``, ``"c2c"``, ``"c2p"``, ``"p2c"``,
+            ``"sum"``, not a term the model leaves off).
+        dtype: ``"float16"`` (default; numbers to 2^-11 relative, 3e-8 absolute below 6e-5,
+            magnitudes up to 65504) or ``"float32"`` (the model's numbers exactly, twice the size).
+        max_bytes: largest size of the stored numbers, before base64 (default
+            :data:`MAX_VIEW_BYTES`); a larger view is refused with a ``ValueError`` that gives
+            the sizes.
+    Attributes:
+        tokens: the token strings; layers, heads: the stored indices; maps: the stored maps
+            (:data:`VIEW_MAPS` less the terms that are off); data: the stored numbers
+            ``[len(layers), len(heads), len(maps), N, N]`` of ``dtype``.
+    """
+
+    def __init__(self, output, tokens, batch_index=0, *, text=None, layers=None, heads=None, layer=None, head=None,
+                 term="attention", dtype="float16", max_bytes=MAX_VIEW_BYTES):
+        attentions, study = _attentions(output), _study(output)
+        n_layers, n_heads = len(attentions), attentions[0].shape[1]
+        _check_index(batch_index, attentions[0].shape[0], "batch_index")
+        self.tokens = _check_tokens(tokens, attentions[0].shape[-1])
+        self.layers = list(range(n_layers)) if layers is None else [int(i) for i in layers]
+        self.heads = list(range(n_heads)) if heads is None else [int(i) for i in heads]
+        for name, chosen, size in (("layers", self.layers, n_layers), ("heads", self.heads, n_heads)):
+            if not chosen:
+                raise ValueError(f"{name} must name at least one index, got {chosen}")
+            for index in chosen:
+                _check_index(index, size, name)
+        stored = {"attention": attentions, **{name: getattr(study, name) for name in TERMS}}
+        self.maps = [name for name in VIEW_MAPS if stored[name][0] is not None]
+        self.initial = {"layer": self.layers[0] if layer is None else int(layer),
+                        "head": self.heads[0] if head is None else int(head), "term": term}
+        for name, chosen in (("layer", self.layers), ("head", self.heads)):
+            if self.initial[name] not in chosen:
+                raise ValueError(f"{name} must be one of the stored {name}s {chosen}, got {self.initial[name]}")
+        if term not in self.maps + ["sum"]:
+            raise ValueError(f"term must be one of {self.maps + ['sum']} (the maps this model has), got {term!r}")
+        _check_view_size(len(self.tokens), len(self.layers), len(self.heads), len(self.maps), dtype, max_bytes)
+        data = np.stack([np.stack([np.stack([stored[name][i][batch_index, h] for name in self.maps])
+                                   for h in self.heads]) for i in self.layers])  # [L, H, maps, N, N]
+        if dtype == "float16" and np.abs(data).max() > np.finfo(np.float16).max:
+            raise ValueError(f"attention view: a value of magnitude {np.abs(data).max():.4g} is beyond float16 "
+                             f"(|x| <= 65504); give dtype='float32'")
+        self.data = data.astype(_VIEW_DTYPES[dtype])
+        self.dtype = dtype
+        self.text = text
+
+    def _spec(self):
+        """What the page's script reads: tokens, indices, maps, colours and the base64 numbers."""
+        return {"tokens": self.tokens, "text": self.text, "layers": self.layers, "heads": self.heads,
+                "maps": self.maps, "initial": self.initial, "dtype": self.dtype, "shape": list(self.data.shape),
+                "colors": {"attention": VIEW_ATTENTION_COLOR, **TERM_COLORS}, "scoreLabel": SCORE_LABEL,
+                "data": base64.b64encode(self.data.tobytes()).decode("ascii")}
+
+    def _fragment(self, element_id):
+        """The view as an HTML fragment: one ``<div id=element_id>`` with its style and scripts."""
+        return (_VIEW_TEMPLATE.replace("__ID__", element_id)
+                .replace("__SPEC__", _json_for_script(self._spec())))
+
+    def _repr_html_(self):
+        """The fragment Jupyter shows; a fresh element id each time, so a view shown twice works twice."""
+        return self._fragment(f"pydeberta-view-{uuid.uuid4().hex[:12]}")
+
+    @property
+    def html(self):
+        """A standalone HTML page with the view (no external resources)."""
+        title = html.escape(f"pydeberta attention: {self.text}" if self.text else "pydeberta attention")
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>\n'
+                f'<body style="margin:12px;background:#fff">\n{self._fragment("pydeberta-view")}\n</body></html>\n')
+
+    def save(self, path):
+        """Write :attr:`html` to ``path`` all or nothing (a temporary file beside it, renamed
+        when complete; a failure raises ``OSError`` and leaves ``path`` as it was); returns ``path``."""
+        from .saving import atomic_files
+
+        folder, name = os.path.split(os.path.abspath(path))
+        with atomic_files(folder, caller="AttentionView.save") as target:
+            with open(target(name), "w", encoding="utf-8") as f:
+                f.write(self.html)
+        return path
+
+    def __repr__(self):
+        return (f"AttentionView({len(self.tokens)} tokens, layers {self.layers}, heads {self.heads}, "
+                f"maps {self.maps}, {self.dtype})")
+
+
+def attention_view(model, tokenizer, text, text_pair=None, **options):
+    """Run ``model`` on ``text`` (and ``text_pair``) and return its interactive
+    :class:`AttentionView`, which a notebook cell shows and :meth:`AttentionView.save` writes::
+
+        view = pydeberta.viz.attention_view(model, tokenizer, "The cat sat.")
+        view                          # in Jupyter: layers, heads, terms, click a token
+        view.save("attention.html")   # a standalone page
+
+    Args:
+        model: any pydeberta model (``DebertaV2Model``, ``DebertaV2ForMaskedLM``, ...).
+        tokenizer: its tokenizer; text, text_pair: one text or text pair.
+        options: :class:`AttentionView`'s keywords (``layers``, ``heads``, ``layer``, ``head``,
+            ``term``, ``dtype``, ``max_bytes``); the size is checked before the model runs.
+    Returns:
+        :class:`AttentionView`.
+    """
+    enc = tokenizer(text, text_pair, return_tensors="np")
+    config = model.config
+    n_maps = 2 + (len(config.pos_att) if config.relative_attention else 0)  # attention, c2c, c2p/p2c in use
+    _check_view_size(enc["input_ids"].shape[1], len(options.get("layers") or range(config.num_hidden_layers)),
+                     len(options.get("heads") or range(config.num_attention_heads)), n_maps,
+                     options.get("dtype", "float16"), options.get("max_bytes", MAX_VIEW_BYTES))
+    output = model(**enc, output_attentions=True, output_study=True)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    caption = text if text_pair is None else f"{text} | {text_pair}"
+    return AttentionView(output, tokens, text=caption, **options)
+
+
+# The page: __ID__ is the root's id, __SPEC__ the JSON of AttentionView._spec(). Everything the
+# data brings (tokens, text) is inserted with textContent. The root's data-layer, data-head,
+# data-term and data-query attributes, and each key's data-value, say what is drawn.
+_VIEW_TEMPLATE = """<div id="__ID__" class="pdv" data-ready="0">
+<style>
+#__ID__ {font: 13px/1.3 "DejaVu Sans", Verdana, Arial, sans-serif; color: #222; background: #fff;
+  padding: 8px; display: inline-block; text-align: left}
+#__ID__ .pdv-controls {display: flex; flex-wrap: wrap; gap: 10px; align-items: center; margin-bottom: 8px}
+#__ID__ select {font: inherit}
+#__ID__ .pdv-term {font: inherit; border: 2px solid var(--c); background: #fff; color: var(--c);
+  border-radius: 4px; padding: 1px 8px; cursor: pointer}
+#__ID__ .pdv-term[aria-pressed="true"] {background: var(--c); color: #fff}
+#__ID__ .pdv-body {display: flex; align-items: flex-start; gap: 4px}
+#__ID__ .pdv-column {display: flex; flex-direction: column}
+#__ID__ .pdv-token {height: 20px; line-height: 20px; padding: 0 4px; white-space: pre; cursor: pointer;
+  max-width: 11em; overflow: hidden; text-overflow: ellipsis; border-radius: 3px}
+#__ID__ .pdv-queries .pdv-token {text-align: right}
+#__ID__ .pdv-keys .pdv-token {max-width: 17em}
+#__ID__ .pdv-token.pdv-active {outline: 2px solid #333}
+#__ID__ .pdv-value {display: inline-block; min-width: 4.2em; text-align: right; color: #555;
+  font-variant-numeric: tabular-nums; margin-right: 6px}
+#__ID__ .pdv-matrix-box {margin-left: 18px}
+#__ID__ .pdv-note, #__ID__ .pdv-readout {color: #555; font-size: 12px; min-height: 16px}
+#__ID__ .pdv-caption {color: #333; margin-bottom: 6px; max-width: 60em; overflow-wrap: anywhere}
+</style>
+<div class="pdv-caption"></div>
+<div class="pdv-controls">
+<label>layer <select class="pdv-layer"></select></label>
+<label>head <select class="pdv-head"></select></label>
+<span class="pdv-terms"></span>
+<span class="pdv-scale pdv-note"></span>
+</div>
+<div class="pdv-body">
+<div class="pdv-column pdv-queries"></div>
+<canvas class="pdv-lines"></canvas>
+<div class="pdv-column pdv-keys"></div>
+<div class="pdv-matrix-box"><canvas class="pdv-matrix"></canvas>
+<div class="pdv-note">rows: queries, columns: keys; click a row or a token</div>
+<div class="pdv-readout"></div></div>
+</div>
+<script type="application/json" class="pdv-data">__SPEC__</script>
+<script>
+(function () {
+  "use strict";
+  var root = document.getElementById("__ID__");
+  var spec = JSON.parse(root.querySelector("script.pdv-data").textContent);
+  var N = spec.tokens.length, H = spec.shape[1], M = spec.shape[2], ROW = 20;
+  var TERMS = ["c2c", "c2p", "p2c"];
+  var VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58",
+                 "#b5de2b", "#fde725"];
+  var RDBU_R = ["#053061", "#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582",
+                "#d6604d", "#b2182b", "#67001f"];
+
+  function decode(b64, dtype) {
+    var raw = atob(b64), bytes = new Uint8Array(raw.length), i;
+    for (i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    var view = new DataView(bytes.buffer), out;
+    if (dtype === "float32") {
+      out = new Float32Array(bytes.length / 4);
+      for (i = 0; i < out.length; i++) out[i] = view.getFloat32(4 * i, true);
+      return out;
+    }
+    out = new Float32Array(bytes.length / 2);
+    for (i = 0; i < out.length; i++) {
+      var h = view.getUint16(2 * i, true), s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, f = h & 1023;
+      out[i] = e === 0 ? s * Math.pow(2, -14) * f / 1024
+             : e === 31 ? (f ? NaN : s * Infinity) : s * Math.pow(2, e - 15) * (1 + f / 1024);
+    }
+    return out;
+  }
+  var values = decode(spec.data, spec.dtype);
+  var state = {layer: spec.layers.indexOf(spec.initial.layer), head: spec.heads.indexOf(spec.initial.head),
+               term: spec.initial.term, query: null, hover: null};
+
+  function matrix() {
+    var offset = function (name) { return ((state.layer * H + state.head) * M + spec.maps.indexOf(name)) * N * N; };
+    if (state.term !== "sum") return values.subarray(offset(state.term), offset(state.term) + N * N);
+    var sum = new Float32Array(N * N);
+    TERMS.forEach(function (name) {
+      if (spec.maps.indexOf(name) < 0) return;
+      var start = offset(name);
+      for (var k = 0; k < N * N; k++) sum[k] += values[start + k];
+    });
+    return sum;
+  }
+  function rgb(c) { return [1, 3, 5].map(function (i) { return parseInt(c.substr(i, 2), 16); }); }
+  VIRIDIS = VIRIDIS.map(rgb); RDBU_R = RDBU_R.map(rgb);
+  function ramp(stops, t) {
+    t = Math.min(1, Math.max(0, t)) * (stops.length - 1);
+    var i = Math.min(stops.length - 2, Math.floor(t)), a = stops[i], b = stops[i + 1], u = t - i;
+    return [0, 1, 2].map(function (k) { return Math.round(a[k] + (b[k] - a[k]) * u); });
+  }
+  function colour(v, scale) {  // [r, g, b] of a value on the drawn scale
+    return state.term === "attention" ? ramp(VIRIDIS, v / scale) : ramp(RDBU_R, 0.5 + v / (2 * scale));
+  }
+  function format(v) {
+    return state.term === "attention" ? v.toFixed(3) : (v >= 0 ? "+" : "") + v.toFixed(2);
+  }
+  function canvas(el, width, height) {
+    var ratio = window.devicePixelRatio || 1;
+    el.width = Math.round(width * ratio); el.height = Math.round(height * ratio);
+    el.style.width = width + "px"; el.style.height = height + "px";
+    var ctx = el.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    return ctx;
+  }
+
+  root.querySelector(".pdv-caption").textContent = spec.text || "";
+  function option(select, label, index) {
+    var o = document.createElement("option");
+    o.value = index; o.textContent = label; select.appendChild(o);
+  }
+  var layerSelect = root.querySelector(".pdv-layer"), headSelect = root.querySelector(".pdv-head");
+  spec.layers.forEach(function (l, i) { option(layerSelect, l, i); });
+  spec.heads.forEach(function (h, i) { option(headSelect, h, i); });
+  layerSelect.value = state.layer; headSelect.value = state.head;
+  layerSelect.addEventListener("change", function () { state.layer = +layerSelect.value; render(); });
+  headSelect.addEventListener("change", function () { state.head = +headSelect.value; render(); });
+  var termButtons = spec.maps.concat(["sum"]).map(function (name) {
+    var b = document.createElement("button");
+    b.type = "button"; b.className = "pdv-term"; b.dataset.term = name; b.textContent = name;
+    b.style.setProperty("--c", spec.colors[name]);
+    b.addEventListener("click", function () { state.term = name; render(); });
+    root.querySelector(".pdv-terms").appendChild(b);
+    return b;
+  });
+  TERMS.forEach(function (name) {
+    if (spec.maps.indexOf(name) < 0) {
+      var b = document.createElement("button");
+      b.type = "button"; b.className = "pdv-term"; b.disabled = true; b.textContent = name + " (off)";
+      b.style.setProperty("--c", "#999");
+      root.querySelector(".pdv-terms").appendChild(b);
+    }
+  });
+
+  function tokenColumn(selector, withValues) {
+    return spec.tokens.map(function (token, i) {
+      var el = document.createElement("div");
+      el.className = "pdv-token"; el.dataset.index = i; el.title = token;
+      if (withValues) {
+        var value = document.createElement("span");
+        value.className = "pdv-value"; el.appendChild(value);
+        el.appendChild(document.createTextNode(token));
+      } else {
+        el.textContent = token;
+        el.addEventListener("mouseenter", function () { state.hover = i; render(); });
+        el.addEventListener("mouseleave", function () { state.hover = null; render(); });
+        el.addEventListener("click", function () { select(i); });
+      }
+      root.querySelector(selector).appendChild(el);
+      return el;
+    });
+  }
+  var queries = tokenColumn(".pdv-queries", false), keys = tokenColumn(".pdv-keys", true);
+  function select(i) { state.query = state.query === i ? null : i; render(); }
+
+  var lines = root.querySelector(".pdv-lines"), LINES_WIDTH = 180;
+  var grid = root.querySelector(".pdv-matrix"), CELL = Math.max(2, Math.min(18, Math.floor(360 / N)));
+  var readout = root.querySelector(".pdv-readout");
+  function cellAt(event) {
+    var box = grid.getBoundingClientRect();
+    var j = Math.floor((event.clientX - box.left) / CELL), i = Math.floor((event.clientY - box.top) / CELL);
+    return i >= 0 && i < N && j >= 0 && j < N ? [i, j] : null;
+  }
+  grid.addEventListener("mousemove", function (event) {
+    var cell = cellAt(event);
+    readout.textContent = cell ? spec.tokens[cell[0]] + " \\u2192 " + spec.tokens[cell[1]] + ": " +
+                                 format(matrix()[cell[0] * N + cell[1]]) : "";
+  });
+  grid.addEventListener("mouseleave", function () { readout.textContent = ""; });
+  grid.addEventListener("click", function (event) { var cell = cellAt(event); if (cell) select(cell[0]); });
+
+  function render() {
+    var m = matrix(), scale = 0, i, j, k;
+    for (k = 0; k < m.length; k++) scale = Math.max(scale, Math.abs(m[k]));
+    scale = scale || 1;
+    var active = state.query !== null ? state.query : state.hover;
+    var attention = state.term === "attention";
+    function ink(v) { return attention ? spec.colors.attention : v >= 0 ? "#b2182b" : "#2166ac"; }
+    var ctx = canvas(lines, LINES_WIDTH, N * ROW);
+    ctx.lineWidth = active === null ? 1.5 : 3;
+    for (i = 0; i < N; i++) {
+      if (active !== null && i !== active) continue;
+      for (j = 0; j < N; j++) {
+        var v = m[i * N + j];
+        ctx.strokeStyle = ink(v);
+        ctx.globalAlpha = Math.min(1, Math.abs(v) / scale) * (active === null ? 0.5 : 1);
+        ctx.beginPath(); ctx.moveTo(0, (i + 0.5) * ROW); ctx.lineTo(LINES_WIDTH, (j + 0.5) * ROW); ctx.stroke();
+      }
+    }
+    var pixels = document.createElement("canvas"), image = new ImageData(N, N);
+    for (k = 0; k < N * N; k++) { image.data.set(colour(m[k], scale), 4 * k); image.data[4 * k + 3] = 255; }
+    pixels.width = pixels.height = N;
+    pixels.getContext("2d").putImageData(image, 0, 0);
+    var g = canvas(grid, N * CELL, N * CELL);
+    g.imageSmoothingEnabled = false;
+    g.drawImage(pixels, 0, 0, N * CELL, N * CELL);
+    if (active !== null) {  // the query's row: white inside black, visible on any colour
+      g.lineWidth = 3; g.strokeStyle = "#000"; g.strokeRect(1.5, active * CELL - 0.5, N * CELL - 3, CELL + 1);
+      g.lineWidth = 1; g.strokeStyle = "#fff"; g.strokeRect(1.5, active * CELL - 0.5, N * CELL - 3, CELL + 1);
+    }
+    queries.forEach(function (el, q) { el.classList.toggle("pdv-active", q === active); });
+    keys.forEach(function (el, key) {
+      var value = el.firstChild;
+      if (active === null) {
+        value.textContent = ""; el.style.background = ""; delete el.dataset.value;
+      } else {
+        var v = m[active * N + key], alpha = (0.6 * Math.min(1, Math.abs(v) / scale)).toFixed(3);
+        value.textContent = format(v); el.dataset.value = String(v);
+        el.style.background = "rgba(" + rgb(ink(v)).join(",") + "," + alpha + ")";
+      }
+    });
+    termButtons.forEach(function (b) { b.setAttribute("aria-pressed", String(b.dataset.term === state.term)); });
+    root.querySelector(".pdv-scale").textContent = attention ? "colour: probability 0 \\u2026 " + scale.toFixed(3)
+      : "colour: " + spec.scoreLabel + " \\u00b1" + scale.toFixed(2) + " (red positive)";
+    root.dataset.layer = spec.layers[state.layer]; root.dataset.head = spec.heads[state.head];
+    root.dataset.term = state.term; root.dataset.query = active === null ? "" : active;
+    root.dataset.locked = String(state.query !== null);
+  }
+  render();
+  root.dataset.ready = "1";
+})();
+</script>
+</div>"""
