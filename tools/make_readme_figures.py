@@ -12,13 +12,18 @@ Figures (the same calls as tutorials 03 and 00):
   relative to c2c;
 - ``model_view.png``: every layer's and head's attention (:func:`pydeberta.viz.plot_model_view`).
 - ``relative_positions.png``: ``i - j``, its log bucket and the table row over 300 positions, the
-  identity band marked (:func:`pydeberta.viz.plot_relative_positions`).
+  identity band marked (:func:`pydeberta.viz.plot_relative_positions`);
+- ``attention_view.png``: the interactive page of :func:`pydeberta.viz.attention_view`, at the
+  same head, with the query "light" clicked (else the middle token), screenshot in headless Chromium (needs selenium and
+  Debian's ``chromium`` + ``chromium-driver``; without them this figure is skipped, said so).
 
 The PNGs carry no software-version metadata, so re-running with the same libraries gives the
 same files.
 """
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +38,36 @@ from pydeberta.hub import resolve_model_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "And God said, Let there be light: and there was light."
+QUERY = "▁light"  # the token clicked in attention_view.png (its first occurrence; else the middle token)
+
+
+def screenshot_view(view, path, query):
+    """Open ``view``'s page in headless Chromium (Debian's chromedriver; Selenium Manager never
+    runs), click the query token at index ``query`` and write a PNG of the view to ``path``;
+    False when selenium or Chromium is missing."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+    except ImportError:
+        return False
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return False
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                 "--force-device-scale-factor=1"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            page = view.save(Path(folder) / "view.html")
+            driver.get(page.as_uri())
+            driver.find_elements(By.CSS_SELECTOR, ".pdv-queries .pdv-token")[query].click()
+            driver.find_element(By.ID, "pydeberta-view").screenshot(str(path))
+    finally:
+        driver.quit()
+    return True
 
 
 def main(argv=None):
@@ -63,6 +98,13 @@ def main(argv=None):
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=args.dpi, bbox_inches="tight", metadata={"Software": None})
         print(f"wrote {folder / name}")
+    view = viz.attention_view(model, tokenizer, args.text, layer=layer, head=head)
+    query = view.tokens.index(QUERY) if QUERY in view.tokens else len(view.tokens) // 2
+    if screenshot_view(view, folder / "attention_view.png", query):
+        print(f"wrote {folder / 'attention_view.png'}")
+    else:
+        print("skipped attention_view.png: it needs selenium (pip install '.[test]') and Debian's chromium and "
+              "chromium-driver (apt-get install chromium chromium-driver)")
 
 
 if __name__ == "__main__":
