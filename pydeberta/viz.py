@@ -715,7 +715,8 @@ def attention_view(model, tokenizer, text, text_pair=None, **options):
     """Run ``model`` on ``text`` (and ``text_pair``) and return its interactive
     :class:`AttentionView`, which a notebook cell shows and :meth:`AttentionView.save` writes::
 
-        view = pydeberta.viz.attention_view(model, tokenizer, "The cat sat.")
+        from pydeberta.viz import attention_view
+        view = attention_view(model, tokenizer, "The cat sat.")
         view                          # in Jupyter: layers, heads, terms, click a token
         view.save("attention.html")   # a standalone page
 

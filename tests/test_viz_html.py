@@ -72,6 +72,15 @@ def model_maps(output, layer, head):
 
 
 # --------------------------------------------------------------------------- without a browser
+def test_a_text_pair_is_one_view_of_both_texts(bundled):
+    view = viz.attention_view(bundled.model, bundled.tokenizer, "A man eats.", "Someone eats.", layers=[3])
+    enc = bundled.tokenizer("A man eats.", "Someone eats.", return_tensors="np")
+    output = bundled.model(**enc, output_attentions=True, output_study=True)
+    assert view.text == "A man eats. | Someone eats." and view.tokens.count("[SEP]") == 2
+    assert view.tokens == bundled.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    np.testing.assert_array_equal(view.data[0, :, 2], output.study.c2p[3][0].astype(np.float16))
+
+
 def test_page_is_self_contained(bundled):
     page = bundled.view.html
     assert page.startswith("<!DOCTYPE html>")
