@@ -38,13 +38,17 @@ TINY = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_he
 # --------------------------------------------------------------------------- models and pages
 @pytest.fixture(scope="module")
 def bundled():
-    """The bundled masked LM, its tokenizer, the view of TEXT and the model's own output for it."""
+    """The bundled masked LM, its tokenizer, the view of TEXT and the model's own output for it;
+    ``L``, ``H`` and ``maps`` from its config (it may be retrained; it is a v3-style model, with
+    c2p and p2c)."""
     tokenizer = pydeberta.DebertaV2TokenizerFast.from_pretrained(resolve_model_folder("pydeberta/tiny"))
     model = pydeberta.DebertaV2ForMaskedLM.from_pretrained("pydeberta/tiny")
     enc = tokenizer(TEXT, return_tensors="np")
     output = model(**enc, output_attentions=True, output_study=True)
+    assert model.config.pos_att == {"c2p", "p2c"}
     return types.SimpleNamespace(model=model, tokenizer=tokenizer, output=output,
-                                 view=viz.attention_view(model, tokenizer, TEXT))
+                                 view=viz.attention_view(model, tokenizer, TEXT), L=model.config.num_hidden_layers,
+                                 H=model.config.num_attention_heads, maps=["attention", "c2c", "c2p", "p2c"])
 
 
 def random_output(n_tokens, **fields):
@@ -73,12 +77,13 @@ def model_maps(output, layer, head):
 
 # --------------------------------------------------------------------------- without a browser
 def test_a_text_pair_is_one_view_of_both_texts(bundled):
-    view = viz.attention_view(bundled.model, bundled.tokenizer, "A man eats.", "Someone eats.", layers=[3])
+    view = viz.attention_view(bundled.model, bundled.tokenizer, "A man eats.", "Someone eats.",
+                              layers=[bundled.L - 1])
     enc = bundled.tokenizer("A man eats.", "Someone eats.", return_tensors="np")
     output = bundled.model(**enc, output_attentions=True, output_study=True)
     assert view.text == "A man eats. | Someone eats." and view.tokens.count("[SEP]") == 2
     assert view.tokens == bundled.tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
-    np.testing.assert_array_equal(view.data[0, :, 2], output.study.c2p[3][0].astype(np.float16))
+    np.testing.assert_array_equal(view.data[0, :, 2], output.study.c2p[-1][0].astype(np.float16))
 
 
 def test_page_is_self_contained(bundled):
@@ -95,7 +100,7 @@ def test_embedded_numbers_are_the_models_at_the_stored_precision(bundled):
     spec = embedded(bundled.view.html)
     L, H = len(bundled.output.attentions), bundled.output.attentions[0].shape[1]
     assert spec["layers"] == list(range(L)) and spec["heads"] == list(range(H))
-    assert spec["maps"] == ["attention", "c2c", "c2p", "p2c"]
+    assert spec["maps"] == bundled.maps
     assert spec["tokens"] == bundled.tokenizer.convert_ids_to_tokens(bundled.tokenizer(TEXT)["input_ids"])
     assert spec["text"] == TEXT and spec["dtype"] == "float16"
     for layer in range(L):
@@ -174,8 +179,9 @@ def test_page_size_is_the_numbers_in_base64_and_a_constant():
 
 def test_too_large_a_view_is_refused_with_the_sizes_before_the_model_runs(bundled, monkeypatch):
     n = len(embedded(bundled.view.html)["tokens"])
-    values = 4 * 4 * 4 * n * n
-    message = (f"attention view: {n} tokens x 4 layers x 4 heads x 4 maps is {values:,} values, {2 * values:,} "
+    L, H, M = bundled.L, bundled.H, len(bundled.maps)
+    values = L * H * M * n * n
+    message = (f"attention view: {n} tokens x {L} layers x {H} heads x {M} maps is {values:,} values, {2 * values:,} "
                f"bytes as float16, over max_bytes=1,000")
     monkeypatch.setattr(type(bundled.model), "__call__", lambda *a, **k: pytest.fail("the model ran"))
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -215,29 +221,29 @@ def cli(*args, cwd):
                           timeout=300, cwd=cwd)
 
 
-def test_cli_html_writes_the_page_of_every_layer_and_head(tmp_path):
-    result = cli("attention", "pydeberta/tiny", TEXT, "--layer", "2", "--head", "1", "--html", "view.html",
+def test_cli_html_writes_the_page_of_every_layer_and_head(bundled, tmp_path):
+    layer, head = bundled.L - 1, bundled.H - 1
+    result = cli("attention", "pydeberta/tiny", TEXT, "--layer", layer, "--head", head, "--html", "view.html",
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "wrote view.html"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["view.html"]  # --html alone: no figure
     spec = embedded((tmp_path / "view.html").read_text(encoding="utf-8"))
-    assert spec["initial"] == {"layer": 2, "head": 1, "term": "attention"} and spec["text"] == TEXT
-    tokenizer = pydeberta.DebertaV2TokenizerFast.from_pretrained(resolve_model_folder("pydeberta/tiny"))
-    model = pydeberta.DebertaV2Model.from_pretrained("pydeberta/tiny")
-    output = model(**tokenizer(TEXT, return_tensors="np"), output_attentions=True, output_study=True)
-    for layer in range(model.config.num_hidden_layers):
-        for k, expected in enumerate(model_maps(output, layer, 3).values()):
-            np.testing.assert_array_equal(spec["array"][layer, 3, k], expected.astype(np.float16))
+    assert spec["initial"] == {"layer": layer, "head": head, "term": "attention"} and spec["text"] == TEXT
+    for i in range(bundled.L):  # the command runs the backbone, whose numbers are the masked LM's
+        for k, expected in enumerate(model_maps(bundled.output, i, head).values()):
+            np.testing.assert_array_equal(spec["array"][i, head, k], expected.astype(np.float16))
 
 
-def test_cli_html_beside_a_figure_and_its_errors(tmp_path):
+def test_cli_html_beside_a_figure_and_its_errors(bundled, tmp_path):
     result = cli("attention", "pydeberta/tiny", "The cat sat.", "--html", "v.html", "--out", "f.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "v.html").stat().st_size > 0
-    result = cli("attention", "pydeberta/tiny", "The cat sat.", "--html", "w.html", "--head", "9", cwd=tmp_path)
+    result = cli("attention", "pydeberta/tiny", "The cat sat.", "--html", "w.html", "--head", bundled.H + 5,
+                 cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == "pydeberta attention: error: --head must lie in [0, 4), got 9"
+    message = f"--head must lie in [0, {bundled.H}), got {bundled.H + 5}"
+    assert result.stderr.strip() == f"pydeberta attention: error: {message}"
     assert not (tmp_path / "w.html").exists()
 
 
@@ -320,9 +326,9 @@ def test_page_renders_every_token_and_selector(bundled, browser, opened):
     assert [el.text for el in browser.find_elements(By.CSS_SELECTOR, ".pdv-queries .pdv-token")] == \
            [t.strip() for t in tokens]
     assert len(browser.find_elements(By.CSS_SELECTOR, ".pdv-keys .pdv-token")) == len(tokens)
-    assert [o.text for o in Select(root.find_element(By.CLASS_NAME, "pdv-layer")).options] == ["0", "1", "2", "3"]
-    assert [b.text for b in root.find_elements(By.CSS_SELECTOR, ".pdv-term")] == \
-           ["attention", "c2c", "c2p", "p2c", "sum"]
+    assert [o.text for o in Select(root.find_element(By.CLASS_NAME, "pdv-layer")).options] == \
+           [str(i) for i in range(bundled.L)]
+    assert [b.text for b in root.find_elements(By.CSS_SELECTOR, ".pdv-term")] == bundled.maps + ["sum"]
     assert state(root) == {"layer": "0", "head": "0", "term": "attention", "query": "", "locked": "false"}
     assert root.find_element(By.CLASS_NAME, "pdv-caption").text == TEXT
     lines = browser.find_element(By.CSS_SELECTOR, "canvas.pdv-lines")
@@ -357,7 +363,9 @@ def test_term_layer_and_head_selectors_change_what_is_drawn(bundled, browser, op
     query = 3
     browser.find_elements(By.CSS_SELECTOR, ".pdv-queries .pdv-token")[query].click()
     seen = set()
-    for layer, head, term in ((0, 0, "c2c"), (2, 1, "c2p"), (3, 3, "p2c"), (1, 2, "sum"), (1, 2, "attention")):
+    L, H = bundled.L, bundled.H
+    for layer, head, term in ((0, 0, "c2c"), (L - 1, H - 1, "c2p"), (L // 2, H // 2, "p2c"), (1 % L, 0, "sum"),
+                              (1 % L, 0, "attention")):
         Select(root.find_element(By.CLASS_NAME, "pdv-layer")).select_by_visible_text(str(layer))
         Select(root.find_element(By.CLASS_NAME, "pdv-head")).select_by_visible_text(str(head))
         root.find_element(By.CSS_SELECTOR, f'.pdv-term[data-term="{term}"]').click()
