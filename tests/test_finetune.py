@@ -191,10 +191,11 @@ def test_finetune_steps_equal_transformers_trainer(tokenizer, task):
 
 # --------------------------------------------------------------------------- learning
 def test_learns_who_acts_and_transformers_loads_the_checkpoint(tokenizer, hf_tokenizer, tmp_path):
-    """A random 2-layer model learns a task that needs word order (a bag of words reaches at
-    most 10/14 = 0.71): held-out accuracy >= 0.95 (measured 1.0 from the second epoch on), also
-    on the sentences a bag of words cannot tell apart. transformers loads the checkpoint and gives
-    the same logits within 1e-4, and the history's eval loss and accuracy."""
+    """A random 2-layer model (dropout 0.1) learns a task that needs word order (a bag of words
+    reaches at most 10/14 = 0.71): held-out accuracy >= 0.95 after three epochs (measured 1.0 at
+    the second and third epoch for model seeds 0-4; 0.48-0.97 after the first), also on the
+    sentences a bag of words cannot tell apart. transformers loads the checkpoint and gives the
+    same logits within 1e-4, and the history's eval loss and accuracy."""
     model = DebertaV2ForSequenceClassification(DebertaV2Config(**tiny_config(tokenizer)), seed=0)
     train, dev = who_acts(400, seed=1), who_acts(200, seed=2)
     out = tmp_path / "who-acts"
@@ -227,14 +228,15 @@ def test_learns_who_acts_and_transformers_loads_the_checkpoint(tokenizer, hf_tok
 
 
 def test_token_classification_learns_and_evaluate_counts_first_pieces(tokenizer):
-    """PER/O tags after two epochs: token accuracy >= 0.95 over the first pieces of words
-    (measured 0.98); evaluate's accuracy equals the share counted from the logits here."""
+    """PER/O tags after two epochs: token accuracy >= 0.93 over the first pieces of words (tagging
+    every word O gives 0.8; measured 0.963-0.977 for model seeds 0-2); evaluate's accuracy equals
+    the share counted from the logits here."""
     model = DebertaV2ForTokenClassification(DebertaV2Config(**tiny_config(tokenizer, id2label={0: "O", 1: "PER"})),
                                             seed=0)
     train, dev = tagged_names(200, seed=1), tagged_names(60, seed=2)
     history = finetune(model, tokenizer, train, dev, task="token-classification", epochs=2, batch_size=16, lr=2e-3,
                        seed=0)
-    assert history[-1]["eval_accuracy"] >= 0.95
+    assert history[-1]["eval_accuracy"] >= 0.93
     batch = encode(tokenizer, examples_for(read_records(dev, "token-classification"), "token-classification",
                                            model.config), "token-classification", 128)
     predicted = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1)
@@ -242,6 +244,20 @@ def test_token_classification_learns_and_evaluate_counts_first_pieces(tokenizer)
     assert labelled.sum() == sum(len(e["tokens"]) for e in dev)  # one label per word
     assert evaluate(model, tokenizer, dev, "token-classification")["accuracy"] == pytest.approx(
         (predicted == batch["labels"])[labelled].mean())
+
+
+def test_the_seed_makes_a_run_repeatable(tokenizer):
+    """The same seed gives the same shuffles and dropout masks, hence the same parameters; another
+    seed does not (dropout 0.1 is on in training)."""
+    def trained(seed):
+        model = DebertaV2ForSequenceClassification(DebertaV2Config(**tiny_config(tokenizer)), seed=0)
+        finetune(model, tokenizer, who_acts(24, seed=7), epochs=2, batch_size=8, lr=1e-3, seed=seed)
+        return model.params
+
+    first, again, other = trained(3), trained(3), trained(4)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+    assert any(not np.array_equal(first[key], other[key]) for key in first)
 
 
 # --------------------------------------------------------------------------- the command
