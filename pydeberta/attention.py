@@ -27,6 +27,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from .dropout import NO_DROPOUT
 from .functional import (layer_norm, layer_norm_backward, linear, linear_backward, masked_softmax,
                          masked_softmax_backward)
 
@@ -71,8 +72,13 @@ def relative_projections(rel_embeddings, params, config):
     P = rel_embeddings[None]  # [1, 2S, C]
     H = config.num_attention_heads
     key_name, query_name = ("key_proj", "query_proj") if config.share_att_key else ("pos_key_proj", "pos_query_proj")
-    pos_key = split_heads(linear(P, **params[key_name]), H)[0] if "c2p" in config.pos_att else None  # [H, 2S, D]
-    pos_query = split_heads(linear(P, **params[query_name]), H)[0] if "p2c" in config.pos_att else None  # [H, 2S, D]
+    # contiguous copies: on these head-split views NumPy's batched matmul (q @ Kr.T) leaves BLAS
+    # for a plain loop, ~70x slower at base size
+    pos_key = pos_query = None
+    if "c2p" in config.pos_att:
+        pos_key = np.ascontiguousarray(split_heads(linear(P, **params[key_name]), H)[0])  # [H, 2S, D]
+    if "p2c" in config.pos_att:
+        pos_query = np.ascontiguousarray(split_heads(linear(P, **params[query_name]), H)[0])  # [H, 2S, D]
     return pos_key, pos_query
 
 
@@ -143,7 +149,8 @@ def attention_probabilities(p, visible, rel_index=None):
     return masked_softmax(scores, visible), terms
 
 
-def disentangled_self_attention(hidden, params, config, visible, rel_embeddings=None, rel_index=None):
+def disentangled_self_attention(hidden, params, config, visible, rel_embeddings=None, rel_index=None,
+                                drop=NO_DROPOUT):
     """One ``DisentangledSelfAttention`` block: projections, the three terms, scale, mask,
     softmax, context (eq. (4)).
 
@@ -154,19 +161,24 @@ def disentangled_self_attention(hidden, params, config, visible, rel_embeddings=
         visible: bool ``[B, 1, N, N]``, ``m_i · m_j``.
         rel_embeddings: the relative table ``P [2S, C]`` when relative attention is on, else None.
         rel_index: int ``[N, N]`` rows ``c(i, j)`` of ``P`` (with ``rel_embeddings``).
+        drop: dropout (:mod:`pydeberta.dropout`) on the table and the probabilities; none by default.
     Returns:
         ``(context [B, N, C], probs [B, H, N, N], terms)``, ``terms`` as
-        :func:`attention_score_terms` returns them.
+        :func:`attention_score_terms` returns them (``probs`` after dropout, as transformers).
     """
+    if rel_embeddings is not None:
+        rel_embeddings = drop(rel_embeddings, "attention.rel")
     p = project(hidden, params, config, rel_embeddings)
     probs, terms = attention_probabilities(p, visible, rel_index)  # [B, H, N, N]
+    probs = drop(probs, "attention.probs")
     context = merge_heads(probs @ p.value)  # [B, N, C]
     return context, probs, terms
 
 
-def attention_output(context, residual, params, eps):
-    """``DebertaV2SelfOutput``: ``LayerNorm(dense(context) + residual)``; ``[B, N, C]``."""
-    return layer_norm(linear(context, **params["dense"]) + residual, **params["LayerNorm"], eps=eps)
+def attention_output(context, residual, params, eps, drop=NO_DROPOUT):
+    """``DebertaV2SelfOutput``: ``LayerNorm(dropout(dense(context)) + residual)``; ``[B, N, C]``."""
+    return layer_norm(drop(linear(context, **params["dense"]), "attention.output") + residual, **params["LayerNorm"],
+                      eps=eps)
 
 
 # --------------------------------------------------------------------------- backward
@@ -221,7 +233,8 @@ def attention_score_terms_backward(grads, query, key, scale, pos_key=None, pos_q
         dquery = dquery + d_all @ pos_key
         dpos_key = np.einsum("bhqr,bhqd->hrd", d_all, query)  # [H, 2S, D]
     if pos_query is not None:
-        d_all = gather_backward(grads["p2c"].swapaxes(-1, -2) / scale, rel_index.T, pos_query.shape[-2])  # [B, H, K, 2S]
+        d_all = gather_backward(grads["p2c"].swapaxes(-1, -2) / scale, rel_index.T,
+                                pos_query.shape[-2])  # [B, H, K, 2S]
         dkey = dkey + d_all @ pos_query
         dpos_query = np.einsum("bhkr,bhkd->hrd", d_all, key)  # [H, 2S, D]
     return dquery, dkey, dpos_key, dpos_query
@@ -245,7 +258,7 @@ def relative_projections_backward(dpos_key, dpos_query, rel_embeddings, params, 
 
 
 def disentangled_self_attention_backward(dcontext, hidden, params, config, visible, rel_embeddings=None,
-                                         rel_index=None):
+                                         rel_index=None, drop=NO_DROPOUT):
     """Backward of :func:`disentangled_self_attention` from ``dcontext [B, N, C]``::
 
         dV = A^T @ dctx            dA = dctx @ V^T            dscores = masked_softmax'(dA)
@@ -255,11 +268,13 @@ def disentangled_self_attention_backward(dcontext, hidden, params, config, visib
         ``(dhidden [B, N, C], grads, drel_embeddings [2S, C] or None)``; ``grads`` shaped like
         ``params``.
     """
-    p = project(hidden, params, config, rel_embeddings)
+    dropped = None if rel_embeddings is None else drop(rel_embeddings, "attention.rel")
+    p = project(hidden, params, config, dropped)
     probs, terms = attention_probabilities(p, visible, rel_index)  # [B, H, N, N]
     dctx = split_heads(dcontext, config.num_attention_heads)  # [B, H, N, D]
-    dvalue = probs.swapaxes(-1, -2) @ dctx  # [B, H, N, D]
-    dscores = masked_softmax_backward(dctx @ p.value.swapaxes(-1, -2), probs, visible)  # [B, H, N, N]
+    dvalue = drop(probs, "attention.probs").swapaxes(-1, -2) @ dctx  # [B, H, N, D]
+    dprobs = drop(dctx @ p.value.swapaxes(-1, -2), "attention.probs")  # [B, H, N, N]
+    dscores = masked_softmax_backward(dprobs, probs, visible)  # [B, H, N, N]
     dquery, dkey, dpos_key, dpos_query = attention_score_terms_backward(
         {name: dscores for name in terms}, p.query, p.key, p.scale, p.pos_key, p.pos_query, rel_index)
     grads = {}
@@ -269,18 +284,19 @@ def disentangled_self_attention_backward(dcontext, hidden, params, config, visib
         dhidden = dhidden + dh
     drel = None
     if rel_embeddings is not None:
-        drel, rel_grads = relative_projections_backward(dpos_key, dpos_query, rel_embeddings, params, config)
+        drel, rel_grads = relative_projections_backward(dpos_key, dpos_query, dropped, params, config)
+        drel = drop(drel, "attention.rel")
         add_grads(grads, rel_grads)
     return dhidden, grads, drel
 
 
-def attention_output_backward(grad, context, residual, params, eps):
+def attention_output_backward(grad, context, residual, params, eps, drop=NO_DROPOUT):
     """Backward of :func:`attention_output`, ``LayerNorm(dense(context) + residual)``.
 
     Returns:
         ``(dcontext [B, N, C], dresidual [B, N, C], grads)`` with ``grads`` for ``dense`` and ``LayerNorm``.
     """
-    z = linear(context, **params["dense"]) + residual  # [B, N, C]
+    z = drop(linear(context, **params["dense"]), "attention.output") + residual  # [B, N, C]
     dz, ln_grads = layer_norm_backward(grad, z, **params["LayerNorm"], eps=eps)
-    dcontext, dense_grads = linear_backward(dz, context, **params["dense"])
+    dcontext, dense_grads = linear_backward(drop(dz, "attention.output"), context, **params["dense"])
     return dcontext, dz, {"dense": dense_grads, "LayerNorm": ln_grads}

@@ -5,7 +5,7 @@ A 1-D convolution over the sequence looks at each token's ``k`` neighbours in th
 output* ``E0`` (n-gram information) and is added to the output of layer 0::
 
     out[b, t] = bias + Σ_τ W[:, :, τ] @ E0pad[b, t + τ]      (cross-correlation, zero padding (k-1)//2)
-    out       = conv_act(out * m)                             (padded positions zeroed first)
+    out       = conv_act(dropout(out * m))                    (padded positions zeroed first; dropout in training)
     Y0'       = LayerNorm(Y0 + out) * m
 
 With ``groups = g`` the channels split into ``g`` blocks that only see their own block.
@@ -13,6 +13,7 @@ With ``groups = g`` the channels split into ``g`` blocks that only see their own
 
 import numpy as np
 
+from .dropout import NO_DROPOUT
 from .functional import get_activation, get_activation_backward, layer_norm, layer_norm_backward
 
 
@@ -37,7 +38,7 @@ def conv1d(x, weight, bias, groups=1):
     return out.transpose(1, 0, 2).reshape(B, N, C_out) + bias  # [B, N, C]
 
 
-def conv_layer(embedding_output, layer_output, mask, params, config):
+def conv_layer(embedding_output, layer_output, mask, params, config, drop=NO_DROPOUT):
     """``ConvLayer``: mix the convolved embedding output into layer 0's output.
 
     Args:
@@ -49,7 +50,7 @@ def conv_layer(embedding_output, layer_output, mask, params, config):
         ``(Y0' [B, N, C], out [B, N, C])``: the new layer output and the activated convolution.
     """
     out = conv1d(embedding_output, **params["conv"], groups=config.conv_groups)  # [B, N, C]
-    out = get_activation(config.conv_act)(out * mask[..., None])
+    out = get_activation(config.conv_act)(drop(out * mask[..., None], "conv"))
     return layer_norm(layer_output + out, **params["LayerNorm"], eps=config.layer_norm_eps) * mask[..., None], out
 
 
@@ -76,17 +77,17 @@ def conv1d_backward(grad, x, weight, bias, groups=1):
     return dxpad[:, pad:pad + N], grads
 
 
-def conv_layer_backward(grad, embedding_output, layer_output, mask, params, config):
+def conv_layer_backward(grad, embedding_output, layer_output, mask, params, config, drop=NO_DROPOUT):
     """Backward of :func:`conv_layer` from the gradient of ``Y0'``.
 
     Returns:
         ``(dE0 [B, N, C], dY0 [B, N, C], grads)`` with ``grads`` for ``conv`` and ``LayerNorm``.
     """
     m = mask[..., None]  # [B, N, 1]
-    pre = conv1d(embedding_output, **params["conv"], groups=config.conv_groups) * m  # [B, N, C]
+    pre = drop(conv1d(embedding_output, **params["conv"], groups=config.conv_groups) * m, "conv")  # [B, N, C]
     out = get_activation(config.conv_act)(pre)
     dsum, ln_grads = layer_norm_backward(grad * m, layer_output + out, **params["LayerNorm"],
                                          eps=config.layer_norm_eps)  # [B, N, C]
-    dpre = get_activation_backward(config.conv_act)(dsum, pre) * m  # [B, N, C]
+    dpre = drop(get_activation_backward(config.conv_act)(dsum, pre), "conv") * m  # [B, N, C]
     dx, conv_grads = conv1d_backward(dpre, embedding_output, **params["conv"], groups=config.conv_groups)
     return dx, dsum, {"conv": conv_grads, "LayerNorm": ln_grads}

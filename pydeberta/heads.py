@@ -18,13 +18,14 @@ Dropout is the identity at inference, so it does not appear.
 
 import numpy as np
 
+from .dropout import NO_DROPOUT
 from .functional import (get_activation, get_activation_backward, layer_norm, layer_norm_backward, linear,
                          linear_backward)
 
 
-def context_pooler(hidden, params, config):
-    """``ContextPooler``: ``act(dense(hidden[:, 0]))``; ``[B, N, C] -> [B, C]``."""
-    return get_activation(config.pooler_hidden_act)(linear(hidden[:, 0], **params["dense"]))  # [B, C]
+def context_pooler(hidden, params, config, drop=NO_DROPOUT):
+    """``ContextPooler``: ``act(dense(dropout(hidden[:, 0])))``; ``[B, N, C] -> [B, C]``."""
+    return get_activation(config.pooler_hidden_act)(linear(drop(hidden[:, 0], "pooler"), **params["dense"]))  # [B, C]
 
 
 def masked_lm_head(hidden, params, word_embeddings, config):
@@ -44,17 +45,18 @@ def masked_lm_head(hidden, params, word_embeddings, config):
     return linear(t, word_embeddings, bias)  # [B, N, V]: the tied decoder
 
 
-def context_pooler_backward(grad, hidden, params, config):
+def context_pooler_backward(grad, hidden, params, config, drop=NO_DROPOUT):
     """Backward of :func:`context_pooler` from ``grad [B, C]``: only token 0 receives a gradient.
 
     Returns:
         ``(dhidden [B, N, C], {"dense": ...})``.
     """
-    pre = linear(hidden[:, 0], **params["dense"])  # [B, C]
+    token = drop(hidden[:, 0], "pooler")  # [B, C]
+    pre = linear(token, **params["dense"])  # [B, C]
     dpre = get_activation_backward(config.pooler_hidden_act)(grad, pre)
-    dtoken, dense_grads = linear_backward(dpre, hidden[:, 0], **params["dense"])  # [B, C]
+    dtoken, dense_grads = linear_backward(dpre, token, **params["dense"])  # [B, C]
     dhidden = np.zeros_like(hidden)  # [B, N, C]
-    dhidden[:, 0] = dtoken
+    dhidden[:, 0] = drop(dtoken, "pooler")
     return dhidden, {"dense": dense_grads}
 
 

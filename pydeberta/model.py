@@ -17,12 +17,13 @@ import numpy as np
 from .attention import (add_grads, attention_output, attention_output_backward, disentangled_self_attention,
                         disentangled_self_attention_backward)
 from .conv import conv_layer, conv_layer_backward
+from .dropout import NO_DROPOUT
 from .functional import (get_activation, get_activation_backward, layer_norm, layer_norm_backward, linear,
                          linear_backward)
 from .positions import build_relative_position, relative_index
 
 
-def embeddings(params, config, inputs):
+def embeddings(params, config, inputs, drop=NO_DROPOUT):
     """``DebertaV2Embeddings``::
 
         x = word_embeddings[ids]  (or inputs_embeds)
@@ -30,6 +31,7 @@ def embeddings(params, config, inputs):
           + token_type_embeddings[token_types]    if type_vocab_size > 0
         x = embed_proj(x)                         if embedding_size != hidden_size
         x = LayerNorm(x) * mask                   padded rows become exactly zero
+        x = dropout(x)                            in training (``drop``, :mod:`pydeberta.dropout`)
 
     Args:
         params: the ``embeddings`` subtree; inputs: :class:`~pydeberta.inputs.ModelInputs`.
@@ -47,26 +49,28 @@ def embeddings(params, config, inputs):
     if "embed_proj" in params:
         x = linear(x, **params["embed_proj"])  # [B, N, C]
     x = layer_norm(x, **params["LayerNorm"], eps=config.layer_norm_eps)
-    return x * inputs.attention_mask[..., None].astype(x.dtype)
+    return drop(x * inputs.attention_mask[..., None].astype(x.dtype), "embeddings")
 
 
-def encoder_layer(x, params, config, visible, rel_embeddings=None, rel_index=None):
+def encoder_layer(x, params, config, visible, rel_embeddings=None, rel_index=None, drop=NO_DROPOUT):
     """``DebertaV2Layer``: post-LayerNorm attention block then feed-forward block::
 
         a = LayerNorm(attention.output.dense(attention(x)) + x)
         y = LayerNorm(output.dense(act(intermediate.dense(a))) + a)
 
+    (in training, dropout on each dense output before its residual, see :mod:`pydeberta.dropout`).
+
     Args:
         x: ``[B, N, C]``; params: one ``encoder.layer.<i>`` subtree.
-        visible, rel_embeddings, rel_index: as :func:`pydeberta.attention.disentangled_self_attention`.
+        visible, rel_embeddings, rel_index, drop: as :func:`pydeberta.attention.disentangled_self_attention`.
     Returns:
         ``(y [B, N, C], probs [B, H, N, N], terms)``: the attention probabilities and its score terms.
     """
     context, probs, terms = disentangled_self_attention(x, params["attention"]["self"], config, visible,
-                                                        rel_embeddings, rel_index)
-    a = attention_output(context, x, params["attention"]["output"], config.layer_norm_eps)  # [B, N, C]
+                                                        rel_embeddings, rel_index, drop)
+    a = attention_output(context, x, params["attention"]["output"], config.layer_norm_eps, drop)  # [B, N, C]
     h = get_activation(config.hidden_act)(linear(a, **params["intermediate"]["dense"]))  # [B, N, F]
-    y = layer_norm(linear(h, **params["output"]["dense"]) + a, **params["output"]["LayerNorm"],
+    y = layer_norm(drop(linear(h, **params["output"]["dense"]), "output") + a, **params["output"]["LayerNorm"],
                    eps=config.layer_norm_eps)  # [B, N, C]
     return y, probs, terms
 
@@ -79,13 +83,14 @@ def relative_embeddings(params, config):
     return P
 
 
-def encoder(x, params, config, mask):
+def encoder(x, params, config, mask, drop=NO_DROPOUT):
     """``DebertaV2Encoder``: the layers, with the nGiE convolution after layer 0.
 
     Args:
         x: embedding output ``E0 [B, N, C]``.
         params: the ``encoder`` subtree.
         mask: ``[B, N]`` 0/1.
+        drop: dropout, each layer's sites under ``layer.<i>`` (:mod:`pydeberta.dropout`); none by default.
     Returns:
         ``(hidden_states, attentions, study)``: L+1 arrays ``[B, N, C]`` (``E0`` first), L arrays
         ``[B, H, N, N]``, and a dict of the intermediates :class:`~pydeberta.outputs.StudyOutput`
@@ -102,9 +107,10 @@ def encoder(x, params, config, mask):
         study["rel_index"] = rel_index = relative_index(N, N, config.att_span, *sizes)  # [N, N]
     hidden_states, attentions, terms = [x], [], []
     for i, layer in enumerate(params["layer"]):
-        y, probs, layer_terms = encoder_layer(hidden_states[-1], layer, config, visible, rel_embeddings, rel_index)
+        y, probs, layer_terms = encoder_layer(hidden_states[-1], layer, config, visible, rel_embeddings, rel_index,
+                                              drop.scope(f"layer.{i}"))
         if i == 0 and "conv" in params:
-            y, study["conv_output"] = conv_layer(x, y, mask.astype(x.dtype), params["conv"], config)
+            y, study["conv_output"] = conv_layer(x, y, mask.astype(x.dtype), params["conv"], config, drop)
         hidden_states.append(y)
         attentions.append(probs)
         terms.append(layer_terms)
@@ -113,7 +119,7 @@ def encoder(x, params, config, mask):
     return hidden_states, attentions, study
 
 
-def backbone(params, config, inputs):
+def backbone(params, config, inputs, drop=NO_DROPOUT):
     """``DebertaV2Model``'s forward: :func:`embeddings` then :func:`encoder`.
 
     Args:
@@ -122,14 +128,14 @@ def backbone(params, config, inputs):
     Returns:
         what :func:`encoder` returns.
     """
-    x = embeddings(params["embeddings"], config, inputs)  # [B, N, C]
-    return encoder(x, params["encoder"], config, inputs.attention_mask)
+    x = embeddings(params["embeddings"], config, inputs, drop)  # [B, N, C]
+    return encoder(x, params["encoder"], config, inputs.attention_mask, drop)
 
 
 # --------------------------------------------------------------------------- backward
 # As in pydeberta.attention: each backward takes its forward's output gradient and arguments,
 # recomputes what it needs, and returns parameter gradients shaped like ``params``.
-def embeddings_backward(grad, params, config, inputs):
+def embeddings_backward(grad, params, config, inputs, drop=NO_DROPOUT):
     """Backward of :func:`embeddings`: through the mask, LayerNorm and ``embed_proj``, then a
     scatter-add of each token's gradient into the rows it read (``dW[ids[b, n]] += dx[b, n]``).
 
@@ -148,7 +154,7 @@ def embeddings_backward(grad, params, config, inputs):
     for name, ids in tables:
         x = x + params[name]["weight"][ids]
     pre_norm = linear(x, **params["embed_proj"]) if "embed_proj" in params else x  # [B, N, C]
-    d, grads["LayerNorm"] = layer_norm_backward(grad * inputs.attention_mask[..., None], pre_norm,
+    d, grads["LayerNorm"] = layer_norm_backward(drop(grad, "embeddings") * inputs.attention_mask[..., None], pre_norm,
                                                 **params["LayerNorm"], eps=config.layer_norm_eps)
     if "embed_proj" in params:
         d, grads["embed_proj"] = linear_backward(d, x, **params["embed_proj"])  # [B, N, E]
@@ -163,7 +169,7 @@ def embeddings_backward(grad, params, config, inputs):
     return grads
 
 
-def encoder_layer_backward(grad, x, params, config, visible, rel_embeddings=None, rel_index=None):
+def encoder_layer_backward(grad, x, params, config, visible, rel_embeddings=None, rel_index=None, drop=NO_DROPOUT):
     """Backward of :func:`encoder_layer` from ``grad = dy [B, N, C]``, the two blocks in reverse::
 
         y = LN2(z2), z2 = W_o act(W_i a) + a:   dz2 = LN2'(dy);  da = dz2 + W_i' act'(W_o' dz2)
@@ -174,18 +180,18 @@ def encoder_layer_backward(grad, x, params, config, visible, rel_embeddings=None
     """
     eps = config.layer_norm_eps
     context, _, _ = disentangled_self_attention(x, params["attention"]["self"], config, visible, rel_embeddings,
-                                                rel_index)  # [B, N, C]
-    a = attention_output(context, x, params["attention"]["output"], eps)  # [B, N, C]
+                                                rel_index, drop)  # [B, N, C]
+    a = attention_output(context, x, params["attention"]["output"], eps, drop)  # [B, N, C]
     pre = linear(a, **params["intermediate"]["dense"])  # [B, N, F]
     h = get_activation(config.hidden_act)(pre)
-    dz2, out_ln = layer_norm_backward(grad, linear(h, **params["output"]["dense"]) + a, **params["output"]["LayerNorm"],
-                                      eps=eps)  # [B, N, C]
-    dh, out_dense = linear_backward(dz2, h, **params["output"]["dense"])  # [B, N, F]
+    z2 = drop(linear(h, **params["output"]["dense"]), "output") + a  # [B, N, C]
+    dz2, out_ln = layer_norm_backward(grad, z2, **params["output"]["LayerNorm"], eps=eps)  # [B, N, C]
+    dh, out_dense = linear_backward(drop(dz2, "output"), h, **params["output"]["dense"])  # [B, N, F]
     da, inter_dense = linear_backward(get_activation_backward(config.hidden_act)(dh, pre), a,
                                       **params["intermediate"]["dense"])  # [B, N, C]
-    dcontext, dx, attn_out = attention_output_backward(dz2 + da, context, x, params["attention"]["output"], eps)
+    dcontext, dx, attn_out = attention_output_backward(dz2 + da, context, x, params["attention"]["output"], eps, drop)
     dx_attn, attn_self, drel = disentangled_self_attention_backward(dcontext, x, params["attention"]["self"], config,
-                                                                    visible, rel_embeddings, rel_index)
+                                                                    visible, rel_embeddings, rel_index, drop)
     grads = {"attention": {"self": attn_self, "output": attn_out}, "intermediate": {"dense": inter_dense},
              "output": {"dense": out_dense, "LayerNorm": out_ln}}
     return dx + dx_attn, grads, drel
@@ -201,7 +207,7 @@ def relative_embeddings_backward(grad, params, config):
     return {"rel_embeddings": {"weight": dP}, "LayerNorm": ln_grads}
 
 
-def encoder_backward(grad, hidden_states, params, config, mask):
+def encoder_backward(grad, hidden_states, params, config, mask, drop=NO_DROPOUT):
     """Backward of :func:`encoder` from the gradient of its last hidden state, layer by layer
     from the top; each layer recomputes its own intermediates from its input ``hidden_states[i]``.
 
@@ -223,11 +229,13 @@ def encoder_backward(grad, hidden_states, params, config, mask):
     drel = np.zeros_like(rel_embeddings) if rel_embeddings is not None else None
     dx0 = np.zeros_like(x)  # the conv's share of dE0
     for i in reversed(range(len(layers))):
+        layer_drop = drop.scope(f"layer.{i}")
         if i == 0 and "conv" in params:
-            y0, _, _ = encoder_layer(x, layers[0], config, visible, rel_embeddings, rel_index)  # before the conv
-            dx0, grad, grads["conv"] = conv_layer_backward(grad, x, y0, mask.astype(x.dtype), params["conv"], config)
+            y0, _, _ = encoder_layer(x, layers[0], config, visible, rel_embeddings, rel_index, layer_drop)  # pre-conv
+            dx0, grad, grads["conv"] = conv_layer_backward(grad, x, y0, mask.astype(x.dtype), params["conv"], config,
+                                                           drop)
         grad, grads["layer"][i], drel_i = encoder_layer_backward(grad, hidden_states[i], layers[i], config, visible,
-                                                                  rel_embeddings, rel_index)
+                                                                  rel_embeddings, rel_index, layer_drop)
         if drel_i is not None:
             drel = drel + drel_i
     if rel_embeddings is not None:
@@ -235,8 +243,8 @@ def encoder_backward(grad, hidden_states, params, config, mask):
     return grad + dx0, grads
 
 
-def backbone_backward(grad, hidden_states, params, config, inputs):
+def backbone_backward(grad, hidden_states, params, config, inputs, drop=NO_DROPOUT):
     """Backward of :func:`backbone` from the gradient of the last hidden state: :func:`encoder_backward`
     then :func:`embeddings_backward`; returns ``grads`` shaped like ``params``."""
-    dx, encoder_grads = encoder_backward(grad, hidden_states, params["encoder"], config, inputs.attention_mask)
-    return {"embeddings": embeddings_backward(dx, params["embeddings"], config, inputs), "encoder": encoder_grads}
+    dx, encoder_grads = encoder_backward(grad, hidden_states, params["encoder"], config, inputs.attention_mask, drop)
+    return {"embeddings": embeddings_backward(dx, params["embeddings"], config, inputs, drop), "encoder": encoder_grads}

@@ -15,12 +15,15 @@ through :mod:`pydeberta.hub`, :mod:`pydeberta.checkpoint` and :mod:`pydeberta.we
 Shapes: ``B`` batch, ``N`` sequence length, ``C`` hidden size, ``V`` vocabulary, ``H`` heads.
 """
 
+import contextlib
+
 import numpy as np
 
 from .checkpoint import read_state_dict, write_safetensors
 from .config import CONFIG_FIELDS, CONFIG_NAME, DebertaV2Config
 from .engine import backend
 from .engine import model as engine_model
+from .dropout import NO_DROPOUT, Dropout
 from .engine.pack import pack
 from .functional import linear
 from .heads import context_pooler, masked_lm_head
@@ -183,19 +186,39 @@ class DebertaV2PreTrainedModel:
         return output if return_dict else output.to_tuple()
 
     # ------------------------------------------------------------------ transformers habits
-    training = False  # inference only: no dropout is ever applied
+    training = False  # model.train() switches dropout on
+    _pinned_dropout = None
+
+    def train(self, mode=True, seed=None):
+        """Training mode (``mode=True``): every call applies dropout (:mod:`pydeberta.dropout`),
+        with masks from a generator seeded by ``seed`` (fresh entropy when None), and runs the book.
+        ``train(False)`` is :meth:`eval`. Returns the model, as transformers."""
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"train(mode=...) must be True or False, got {mode!r}")
+        self.training = bool(mode)
+        if mode:
+            self.dropout_rng = np.random.default_rng(seed)
+        return self
 
     def eval(self):
-        """Accepted for transformers habits: a pydeberta model always runs in inference mode."""
-        return self
+        """Inference mode (the default): no dropout."""
+        return self.train(False)
 
-    def train(self, mode=True):
-        """``train(False)`` is :meth:`eval`; ``train(True)`` raises: pydeberta runs inference
-        only (no dropout, no gradients)."""
-        if mode:
-            raise NotImplementedError(f"{type(self).__name__} runs inference only (no dropout, no gradients): "
-                                      "model.train() is not available; model.eval() and model.train(False) are")
-        return self
+    def dropout(self):
+        """The dropout of one call: none in eval mode, else a :class:`~pydeberta.dropout.Dropout`
+        with fresh masks (or the one :func:`pydeberta.training.value_and_grad` pinned)."""
+        if self._pinned_dropout is not None:
+            return self._pinned_dropout
+        return Dropout(self.config, self.dropout_rng) if self.training else NO_DROPOUT
+
+    @contextlib.contextmanager
+    def pinned_dropout(self, drop):
+        """Calls inside use ``drop`` (so that a backward sees the forward's masks)."""
+        self._pinned_dropout = drop
+        try:
+            yield
+        finally:
+            self._pinned_dropout = None
 
     def __repr__(self):
         """The architecture: a summary line, then each module's tensors and parameter count."""
@@ -220,21 +243,21 @@ class DebertaV2PreTrainedModel:
             self._engine = engine_model.Engine(self.config, self._backbone_params())
         return self._engine
 
-    @staticmethod
-    def runs_book(output_study):
-        """Whether a call runs the book: under the ``reference`` backend, or to return its
-        intermediates (``output_study=True``)."""
-        return output_study or backend.active_backend() == "reference"
+    def runs_book(self, output_study):
+        """Whether a call runs the book: under the ``reference`` backend, in training mode (the
+        engine has no dropout), or to return its intermediates (``output_study=True``)."""
+        return output_study or self.training or backend.active_backend() == "reference"
 
     def run_backbone(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                     inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False):
+                     inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False,
+                     drop=NO_DROPOUT):
         """Validate the inputs and run embeddings + encoder, on the book or the engine
-        (:meth:`runs_book`); returns a :class:`BaseModelOutput`."""
+        (:meth:`runs_book`), with the call's dropout ``drop``; returns a :class:`BaseModelOutput`."""
         inputs = prepare_inputs(self.config, self.dtype, input_ids, attention_mask, token_type_ids,
                                 position_ids, inputs_embeds)
         study = None
         if self.runs_book(output_study):
-            hidden_states, attentions, intermediates = backbone(self._backbone_params(), self.config, inputs)
+            hidden_states, attentions, intermediates = backbone(self._backbone_params(), self.config, inputs, drop)
             study = StudyOutput(**intermediates) if output_study else None
         else:
             hidden_states, attentions = self.engine().backbone(inputs, backend.active_kernels(), output_attentions)
@@ -269,7 +292,8 @@ class DebertaV2Model(DebertaV2PreTrainedModel):
             :class:`~pydeberta.outputs.BaseModelOutput` (every task model's output likewise).
         """
         return self.result(self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                             output_attentions, output_hidden_states, output_study), return_dict)
+                                             output_attentions, output_hidden_states, output_study, self.dropout()),
+                           return_dict)
 
 
 # --------------------------------------------------------------------------- losses, as transformers picks them
@@ -379,7 +403,7 @@ class DebertaV2ForMaskedLM(DebertaV2PreTrainedModel):
         """Run the model (arguments as :meth:`DebertaV2Model.forward`); ``labels [B, N]`` in
         ``[0, V)`` or -100 (ignored) give ``loss``, the mean cross-entropy."""
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                output_attentions, output_hidden_states, output_study)
+                                output_attentions, output_hidden_states, output_study, self.dropout())
         logits = self.lm_logits(out.last_hidden_state, self.runs_book(output_study))  # [B, N, V]
         loss = None
         if labels is not None:
@@ -398,10 +422,11 @@ class DebertaV2ForSequenceClassification(DebertaV2PreTrainedModel):
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
                 output_study=False, return_dict=None):
         """Run the model; ``labels`` give ``loss`` (see :func:`sequence_classification_loss`)."""
+        drop = self.dropout()
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                output_attentions, output_hidden_states, output_study)
-        pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config)  # [B, C]
-        logits = linear(pooled, **self.tree["classifier"])  # [B, num_labels]
+                                output_attentions, output_hidden_states, output_study, drop)
+        pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config, drop)  # [B, C]
+        logits = linear(drop(pooled, "classifier"), **self.tree["classifier"])  # [B, num_labels]
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config)
         if loss is not None and self.config.problem_type is None and self.config.num_labels == 1:
             logits = logits.reshape(-1).astype(np.asarray(labels).dtype)  # transformers returns these, [B]
@@ -418,9 +443,10 @@ class DebertaV2ForTokenClassification(DebertaV2PreTrainedModel):
                 inputs_embeds=None, labels=None, output_attentions=False, output_hidden_states=False,
                 output_study=False, return_dict=None):
         """Run the model; ``labels [B, N]`` (-100 ignored) give the mean cross-entropy ``loss``."""
+        drop = self.dropout()
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                output_attentions, output_hidden_states, output_study)
-        logits = linear(out.last_hidden_state, **self.tree["classifier"])  # [B, N, num_labels]
+                                output_attentions, output_hidden_states, output_study, drop)
+        logits = linear(drop(out.last_hidden_state, "token_classifier"), **self.tree["classifier"])  # [B, N, L]
         loss = None
         if labels is not None:
             labels = check_class_labels(labels, logits.shape[:2], self.config.num_labels)
@@ -445,7 +471,7 @@ class DebertaV2ForQuestionAnswering(DebertaV2PreTrainedModel):
         """Run the model; ``start_positions``/``end_positions [B]`` give ``loss``: the mean of the
         two cross-entropies, positions clamped to ``[0, N]`` and ``N`` ignored, as transformers."""
         out = self.run_backbone(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-                                output_attentions, output_hidden_states, output_study)
+                                output_attentions, output_hidden_states, output_study, self.dropout())
         logits = linear(out.last_hidden_state, **self.tree["qa_outputs"])  # [B, N, 2]
         start_logits, end_logits = logits[..., 0], logits[..., 1]  # [B, N] each
         loss = None
@@ -512,10 +538,11 @@ class DebertaV2ForMultipleChoice(DebertaV2PreTrainedModel):
         the cross-entropy ``loss``."""
         B, num_choices, flat = self.flatten_choices(input_ids, attention_mask, token_type_ids, position_ids,
                                                     inputs_embeds)
+        drop = self.dropout()
         out = self.run_backbone(**flat, output_attentions=output_attentions,
-                                output_hidden_states=output_hidden_states, output_study=output_study)
-        pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config)  # [B*num_choices, C]
-        logits = linear(pooled, **self.tree["classifier"]).reshape(B, num_choices)  # [B, num_choices]
+                                output_hidden_states=output_hidden_states, output_study=output_study, drop=drop)
+        pooled = context_pooler(out.last_hidden_state, self.tree["pooler"], self.config, drop)  # [B*num_choices, C]
+        logits = linear(drop(pooled, "classifier"), **self.tree["classifier"]).reshape(B, num_choices)  # [B, nc]
         loss = None
         if labels is not None:
             loss = cross_entropy(logits, check_class_labels(labels, (B,), num_choices))

@@ -1,14 +1,16 @@
 """Gradients by the book's backward functions against torch autograd through transformers'
-models, on hypothesis-drawn configs covering every optional part, for every head with labels.
+models, on hypothesis-drawn configs covering every optional part, for every head with labels,
+with dropout off (eval) and on (training, transformers replaying pydeberta's masks).
 
 A gradient is compared relative to its largest entry (torch's), as
 ``max |ours - torch| <= tol * max(max |torch|, floor)``: float64 within 1e-7, float32 within 1e-3.
 ``floor`` (1e-9 in float64, 1e-2 in float32, of the largest entry over all parameters) covers
 gradients that are mathematically zero or nearly so, where both sides hold rounding noise: the
 bias of the c2p key projection (it adds ``q_i · b``, the same for every key, which the softmax
-cancels; ~1e-19 in float64), or a LayerNorm over 2 channels, whose output is +-1 whatever its input;
-and any difference within an absolute 1e-15 / 1e-9 passes (weights and activations are of order 1
-here), for the cases where every gradient is 0 or nearly (one class; a batch of one repeated token).
+cancels; ~1e-19 in float64), or a LayerNorm over 2 channels, whose output is +-1 whatever its
+input. Any difference within an absolute 1e-15 / 1e-7 (about one ulp of 1) passes too: weights
+and activations are of order 1 here, and some batches make every gradient 0 or nearly (one
+class; one repeated token).
 """
 
 import numpy as np
@@ -18,11 +20,12 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from oracle import batches, build_transformers_model, configs, to_pydeberta
 
+from pydeberta.dropout import Dropout
 from pydeberta.training import value_and_grad
 
 GRAD_TOLERANCE = {np.float32: 1e-3, np.float64: 1e-7}
 NOISE_FLOOR = {np.float32: 1e-2, np.float64: 1e-9}
-ABSOLUTE_FLOOR = {np.float32: 1e-9, np.float64: 1e-15}
+ABSOLUTE_FLOOR = {np.float32: 1e-7, np.float64: 1e-15}
 DTYPES = [np.float32, np.float64]
 V3_LIKE = dict(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
                relative_attention=True, pos_att_type="p2c|c2p", position_buckets=8, max_relative_positions=32,
@@ -178,3 +181,76 @@ def test_value_and_grad_names_what_is_missing():
         value_and_grad(ours, input_ids=[[1, 2, 3]], start_positions=[0])
     with pytest.raises(TypeError, match="task model with a loss"):
         value_and_grad(to_pydeberta(build_transformers_model("DebertaV2Model", V3_LIKE)), input_ids=[[1, 2]])
+
+
+def replay_dropout(hf_model, masks):
+    """Make every ``nn.Dropout`` of ``hf_model`` apply, in call order, the masks pydeberta drew
+    (``x * keep / (1 - p)``; a module with ``p = 0`` stays the identity, as pydeberta draws none)."""
+    queue = list(masks)
+
+    def forward(module, x):
+        if module.p == 0:
+            return x
+        keep = torch.as_tensor(queue.pop(0))
+        assert tuple(keep.shape) == tuple(x.shape), f"mask {tuple(keep.shape)} for a tensor {tuple(x.shape)}"
+        return x * keep.to(x.dtype) / (1 - module.p)
+
+    for module in hf_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.forward = forward.__get__(module)
+    return queue
+
+
+@pytest.mark.parametrize("cls_name", ["DebertaV2ForMaskedLM", "DebertaV2ForSequenceClassification",
+                                      "DebertaV2ForTokenClassification", "DebertaV2ForQuestionAnswering",
+                                      "DebertaV2ForMultipleChoice"])
+@pytest.mark.parametrize("cfg", [V3_LIKE, V2_XLARGE_LIKE], ids=["v3", "v2-xlarge"])
+def test_gradients_with_dropout_match_autograd_on_the_same_masks(cls_name, cfg):
+    """In training mode every dropout site draws a mask; transformers run on the same masks (its
+    nn.Dropout modules replaying ours in call order) gives the same loss and gradients in float64,
+    so the sites, their order, their rates and the backward through them all agree."""
+    cfg = dict(cfg, hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.3, pooler_dropout=0.25, cls_dropout=0.15,
+               legacy=True)
+    hf_model = build_transformers_model(cls_name, cfg, np.float64)
+    ours = to_pydeberta(hf_model, dtype=np.float64).train(seed=1)
+    ids, mask, _ = FIXED_BATCH
+    rng = np.random.default_rng(5)
+    batch = {"DebertaV2ForMaskedLM": dict(labels=np.where(mask > 0, ids, -100)),
+             "DebertaV2ForSequenceClassification": dict(labels=np.array([1, 0])),
+             "DebertaV2ForTokenClassification": dict(labels=np.where(mask > 0, 1, -100)),
+             "DebertaV2ForQuestionAnswering": dict(start_positions=np.array([1, 0]), end_positions=np.array([3, 1])),
+             "DebertaV2ForMultipleChoice": dict(labels=np.array([1, 0]))}[cls_name]
+    if cls_name == "DebertaV2ForMultipleChoice":
+        batch.update(input_ids=np.stack([ids, rng.integers(0, 40, ids.shape)], 1),
+                     attention_mask=np.stack([mask, mask], 1))
+    else:
+        batch.update(input_ids=ids, attention_mask=mask)
+    out, grads = value_and_grad(ours, rng=np.random.default_rng(7), **batch)
+    recorder = Dropout(ours.config, np.random.default_rng(7))  # the same generator draws the same masks in order
+    with ours.pinned_dropout(recorder):
+        again = ours(**batch)
+    assert float(again.loss) == float(out.loss)
+    hf_model.train()
+    left = replay_dropout(hf_model, recorder.masks.values())
+    theirs, expected = torch_gradients(hf_model, batch)
+    assert left == [], f"{len(left)} masks transformers never asked for"
+    tol = 1e-5 if cls_name == "DebertaV2ForSequenceClassification" else 1e-7  # its cross-entropy is float32
+    assert abs(float(out.loss) - float(theirs.loss)) <= tol * (1 + abs(float(theirs.loss)))
+    for name, reference in expected.items():
+        diff = np.abs(grads[name] - reference).max()
+        assert diff <= max(tol * np.abs(reference).max(), 1e-15), f"{name}: {diff:.3g}"
+    eval_loss = ours.eval()(**batch).loss
+    assert float(eval_loss) != float(out.loss)  # eval mode: no dropout
+
+
+def test_train_mode_forward_draws_fresh_masks_and_eval_turns_them_off():
+    hf_model = build_transformers_model("DebertaV2ForSequenceClassification", dict(V3_LIKE, hidden_dropout_prob=0.3))
+    ours = to_pydeberta(hf_model)
+    reference = ours(input_ids=FIXED_BATCH[0]).logits
+    ours.train(seed=0)
+    first, second = ours(input_ids=FIXED_BATCH[0]).logits, ours(input_ids=FIXED_BATCH[0]).logits
+    assert not np.allclose(first, second) and not np.allclose(first, reference)
+    assert np.array_equal(to_pydeberta(hf_model).train(seed=0)(input_ids=FIXED_BATCH[0]).logits, first)  # seeded
+    np.testing.assert_array_equal(ours.eval()(input_ids=FIXED_BATCH[0]).logits, reference)
+    with pytest.raises(TypeError, match="must be True or False"):
+        ours.train("yes")

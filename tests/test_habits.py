@@ -122,11 +122,14 @@ def test_outputs_read_as_mappings_like_transformers(saved):
     assert_close("loss", as_dict["loss"], theirs["loss"], 1e-5)
 
 
-def test_eval_and_train_false_are_accepted_train_true_is_refused(saved):
+def test_train_and_eval_switch_the_mode_and_return_the_model(saved):
+    """As transformers: ``train()`` / ``eval()`` / ``train(False)`` return the model and set
+    ``training`` (dropout itself is tested against transformers in tests/test_gradients.py)."""
     ours = to_pydeberta(saved["DebertaV2Model"][1])
-    assert ours.eval() is ours and ours.train(False) is ours and ours.training is False
-    with pytest.raises(NotImplementedError, match="runs inference only"):
-        ours.train()
+    assert ours.training is False
+    assert ours.train() is ours and ours.training is True
+    assert ours.eval() is ours and ours.training is False
+    assert ours.train(True) is ours and ours.train(False) is ours and ours.training is False
 
 
 @pytest.mark.parametrize("name", ["DebertaV2ForMaskedLM", "DebertaV2ForSequenceClassification"])

@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 
 from ..attention import add_grads
+from ..dropout import NO_DROPOUT, Dropout
 from ..engine import backend
 from ..functional import linear, linear_backward
 from ..heads import context_pooler, context_pooler_backward, masked_lm_head_backward
@@ -32,12 +33,17 @@ LABELS = {"masked_lm": ("labels",), "sequence_classification": ("labels",), "tok
 BACKBONE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
 
 
-def value_and_grad(model, **batch):
+def value_and_grad(model, rng=None, **batch):
     """The model's outputs (with ``loss``) and the gradient of ``loss`` for every parameter.
+
+    In training mode (``model.train()``) the forward applies dropout (:mod:`pydeberta.dropout`)
+    and the backward goes through the same masks; in eval mode (the default) there is none.
 
     Args:
         model: a task model (``DebertaV2ForMaskedLM``, ``...ForSequenceClassification``,
             ``...ForTokenClassification``, ``...ForQuestionAnswering``, ``...ForMultipleChoice``).
+        rng: a ``numpy.random.Generator`` for the dropout masks (default: the model's, from
+            :meth:`~pydeberta.modeling.DebertaV2PreTrainedModel.train`); unused in eval mode.
         **batch: the forward's arguments, with the labels its loss needs (``labels``, or
             ``start_positions`` and ``end_positions``).
     Returns:
@@ -53,14 +59,17 @@ def value_and_grad(model, **batch):
                          f"loss; missing {', '.join(missing)}")
     keep_hidden = batch.pop("output_hidden_states", False)
     return_dict = batch.pop("return_dict", None)
-    with backend.use_backend("reference"):
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"value_and_grad: rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+    drop = Dropout(model.config, rng if rng is not None else model.dropout_rng) if model.training else NO_DROPOUT
+    with backend.use_backend("reference"), model.pinned_dropout(drop):
         outputs = model(**batch, output_hidden_states=True, return_dict=True)
     config, tree = model.config, model.tree
     hidden = outputs.hidden_states[-1]  # [B, N, C]
-    dhidden, head_grads = HEAD_BACKWARD[model.head](model, outputs, hidden, batch)  # [B, N, C]
+    dhidden, head_grads = HEAD_BACKWARD[model.head](model, outputs, hidden, batch, drop)  # [B, N, C]
     inputs = backbone_inputs(model, batch)
     grads = {**head_grads, model.base_model_prefix: add_grads(
-        backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config, inputs),
+        backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config, inputs, drop),
         head_grads.pop(model.base_model_prefix, {}))}
     flat = flatten(grads)
     grads = {key: np.zeros_like(value) if key not in flat else np.asarray(flat[key], model.dtype)
@@ -79,9 +88,9 @@ def backbone_inputs(model, batch):
 
 
 # --------------------------------------------------------------------------- heads
-# Each takes (model, outputs, last hidden state, batch) and returns the gradient of the loss on the
-# last hidden state and the head's parameter gradients, nested as in model.tree.
-def masked_lm_backward(model, outputs, hidden, batch):
+# Each takes (model, outputs, last hidden state, batch, the call's dropout) and returns the gradient
+# of the loss on the last hidden state and the head's parameter gradients, nested as in model.tree.
+def masked_lm_backward(model, outputs, hidden, batch, drop):
     """Mean cross-entropy over the labelled tokens, through the masked-LM head and its tied decoder."""
     V = outputs.logits.shape[-1]
     labels = np.asarray(batch["labels"]).reshape(-1)
@@ -93,43 +102,46 @@ def masked_lm_backward(model, outputs, hidden, batch):
     return dhidden, {name: head, model.base_model_prefix: tied}
 
 
-def pooled_classifier_backward(model, dlogits, hidden):
-    """Through ``classifier(pooler(h))`` from ``dlogits [B, L]``; returns ``(dhidden, grads)``."""
-    pooled = context_pooler(hidden, model.tree["pooler"], model.config)  # [B, C]
+def pooled_classifier_backward(model, dlogits, hidden, drop):
+    """Through ``classifier(dropout(pooler(h)))`` from ``dlogits [B, L]``; returns ``(dhidden, grads)``."""
+    pooled = drop(context_pooler(hidden, model.tree["pooler"], model.config, drop), "classifier")  # [B, C]
     dpooled, classifier = linear_backward(dlogits, pooled, **model.tree["classifier"])  # [B, C]
-    dhidden, pooler = context_pooler_backward(dpooled, hidden, model.tree["pooler"], model.config)
+    dhidden, pooler = context_pooler_backward(drop(dpooled, "classifier"), hidden, model.tree["pooler"], model.config,
+                                              drop)
     return dhidden, {"pooler": pooler, "classifier": classifier}
 
 
-def sequence_classification_backward(model, outputs, hidden, batch):
+def sequence_classification_backward(model, outputs, hidden, batch, drop):
     """The loss :func:`~pydeberta.modeling.sequence_classification_loss` chooses, through the
     classifier and the pooler."""
-    logits = linear(context_pooler(hidden, model.tree["pooler"], model.config), **model.tree["classifier"])  # [B, L]
+    pooled = drop(context_pooler(hidden, model.tree["pooler"], model.config, drop), "classifier")  # [B, C]
+    logits = linear(pooled, **model.tree["classifier"])  # [B, L]
     _, dlogits = sequence_classification_loss(logits, batch["labels"], model.config, with_grad=True)
-    return pooled_classifier_backward(model, dlogits, hidden)
+    return pooled_classifier_backward(model, dlogits, hidden, drop)
 
 
-def multiple_choice_backward(model, outputs, hidden, batch):
+def multiple_choice_backward(model, outputs, hidden, batch, drop):
     """Cross-entropy over the choices' scores ``[B, num_choices]``, through the classifier and the pooler."""
     labels = np.asarray(batch["labels"]).reshape(-1)
     dlogits = cross_entropy_backward(outputs.logits, labels).reshape(-1, 1)  # [B*num_choices, 1]
-    return pooled_classifier_backward(model, dlogits, hidden)
+    return pooled_classifier_backward(model, dlogits, hidden, drop)
 
 
-def token_classification_backward(model, outputs, hidden, batch):
+def token_classification_backward(model, outputs, hidden, batch, drop):
     """Mean cross-entropy over the labelled tokens, through the token classifier."""
     L = outputs.logits.shape[-1]
     labels = np.asarray(batch["labels"]).reshape(-1)
     dlogits = cross_entropy_backward(outputs.logits.reshape(-1, L), labels).reshape(outputs.logits.shape)
-    dhidden, classifier = linear_backward(dlogits, hidden, **model.tree["classifier"])  # [B, N, C]
-    return dhidden, {"classifier": classifier}
+    dhidden, classifier = linear_backward(dlogits, drop(hidden, "token_classifier"), **model.tree["classifier"])
+    return drop(dhidden, "token_classifier"), {"classifier": classifier}  # [B, N, C]
 
 
-def question_answering_backward(model, outputs, hidden, batch):
+def question_answering_backward(model, outputs, hidden, batch, drop):
     """``(CE(start) + CE(end)) / 2``, positions clamped to ``[0, N]`` and ``N`` ignored, through ``qa_outputs``."""
     N = hidden.shape[1]
     dlogits = np.zeros(hidden.shape[:2] + (2,), hidden.dtype)  # [B, N, 2]
-    for column, name, scores in ((0, "start_positions", outputs.start_logits), (1, "end_positions", outputs.end_logits)):
+    for column, name, scores in ((0, "start_positions", outputs.start_logits),
+                                 (1, "end_positions", outputs.end_logits)):
         positions = as_integer_array(batch[name], name)
         positions = check_labels(positions.reshape(-1) if positions.ndim == 2 else positions, scores.shape[:1], name)
         dlogits[..., column] = cross_entropy_backward(scores, np.clip(positions, 0, N), ignore_index=N) / 2
