@@ -354,6 +354,8 @@ def test_bad_arguments_are_named(tokenizer):
         finetune(classifier, tokenizer, train, lr=-1.0)
     with pytest.raises(TypeError, match=r"train must be a list of dicts or the path of a JSON-lines file, got dict"):
         finetune(classifier, tokenizer, train[0])
+    with pytest.raises(OSError, match=r"out must be a folder to write the model to; '.*' is a file"):
+        finetune(classifier, tokenizer, train, out=__file__)
     regression = DebertaV2ForSequenceClassification(DebertaV2Config(**tiny_config(tokenizer, num_labels=1)), seed=0)
     with pytest.raises(ValueError, match=r"finetune trains classifiers: text-classification needs config.num_labels "
                                          r">= 2 and problem_type None or 'single_label_classification', "

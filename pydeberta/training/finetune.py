@@ -41,7 +41,8 @@ from ..hub import resolve_model_folder
 from .gradients import value_and_grad
 from .optim import AdamW, LinearSchedule, check_number, clip_grad_norm, transformers_no_decay
 
-__all__ = ["TASKS", "add_arguments", "evaluate", "finetune", "label_overrides", "read_records", "run"]
+__all__ = ["TASKS", "add_arguments", "encode", "evaluate", "examples_for", "finetune", "label_overrides", "read_records",
+           "run", "save"]
 
 TASKS = {
     "text-classification": ("sequence_classification", "DebertaV2ForSequenceClassification"),
@@ -318,6 +319,8 @@ def finetune(model, tokenizer, train, eval=None, *, task="text-classification", 
     warmup_ratio = check_number(warmup_ratio, "warmup_ratio", 0.0, 1.0)
     if max_grad_norm is not None:
         max_grad_norm = check_number(max_grad_norm, "max_grad_norm", 0.0)
+    if out is not None and os.path.isfile(out):  # said now, not after the training
+        raise OSError(f"out must be a folder to write the model to; {os.fspath(out)!r} is a file")
     train_examples = examples_for(read_records(train, task, "train"), task, model.config)
     eval_examples = None if eval is None else examples_for(read_records(eval, task, "eval"), task, model.config)
     steps_per_epoch = math.ceil(len(train_examples) / batch_size)
