@@ -10,6 +10,7 @@
     pydeberta embed --file lines.txt --normalize --npy vectors.npy     (or --output FILE.jsonl)
     pydeberta inspect pydeberta/tiny
     pydeberta attention pydeberta/tiny "The cat sat." --layer 0 --head 1 --out fig.png
+    pydeberta finetune --model pydeberta/tiny --train train.jsonl --eval dev.jsonl --out DIR
 
 Texts come from the arguments, else from ``--file`` (one text per line, or JSON lines whose
 objects carry ``text``/``text_pair`` or ``question``/``context``), else from standard input,
@@ -472,6 +473,8 @@ def build_parser():
     p.add_argument("--dpi", type=int, default=120)
     p.add_argument("--shared-scale", action="store_true",
                    help="one colour scale for the c2c, c2p and p2c maps, so their sizes compare")
+    from .training.finetune import add_arguments as finetune_arguments
+    finetune_arguments(sub.add_parser("finetune", help="fine-tune a model on JSON-lines examples"))
     return parser
 
 
@@ -492,6 +495,9 @@ def main(argv=None):
                 run_inspect(args)
             elif args.command == "attention":
                 run_attention(args)
+            elif args.command == "finetune":
+                from .training.finetune import run as run_finetune
+                run_finetune(args)
             else:
                 run_task(args)
     except (CommandError, ValueError, TypeError, OSError, KeyError, RuntimeError, ImportError, MemoryError) as exc:

@@ -8,7 +8,6 @@ The models are tiny and random (2 layers, hidden 32) over the bundled model's to
 its tokenizer: the bundled weights are not used, they are being retrained).
 """
 
-import argparse
 import json
 
 import numpy as np
@@ -20,8 +19,8 @@ from oracle import build_transformers_model, to_pydeberta
 from pydeberta import (AutoModelForSequenceClassification, AutoTokenizer, DebertaV2Config, DebertaV2ForMaskedLM,
                        DebertaV2ForSequenceClassification, DebertaV2ForTokenClassification)
 from pydeberta.hub import resolve_model_folder
-from pydeberta.training.finetune import (add_arguments, encode, evaluate, examples_for, finetune, read_records,
-                                         run)
+from pydeberta import cli
+from pydeberta.training.finetune import encode, evaluate, examples_for, finetune, read_records
 
 TOKENIZER = "pydeberta/tiny"
 MODEL_CLASSES = {"text-classification": "DebertaV2ForSequenceClassification",
@@ -278,10 +277,10 @@ def test_command_end_to_end(tokenizer, tmp_path, capsys):
     dev_records = [{**e, "label": names[e["label"]]} for e in who_acts(16, seed=6)]
     dev = write_jsonl(tmp_path / "dev.jsonl", dev_records)
     out = tmp_path / "out"
-    parser = add_arguments(argparse.ArgumentParser())
-    run(parser.parse_args(["--model", str(start), "--train", str(train), "--eval", str(dev), "--out", str(out),
-                           "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--json", "--seed", "1"]))
+    status = cli.main(["finetune", "--model", str(start), "--train", str(train), "--eval", str(dev), "--out", str(out),
+                       "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--json", "--seed", "1"])
     captured = capsys.readouterr()
+    assert status == 0, captured.err
     lines = [json.loads(line) for line in captured.out.splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2] and lines[-1]["step"] == 6
     assert f"written to {out}" in captured.err

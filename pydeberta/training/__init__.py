@@ -1,5 +1,8 @@
-"""Training by the book: gradients of every parameter (:mod:`.gradients`)."""
+"""Training by the book: gradients of every parameter (:mod:`.gradients`), AdamW with the
+linear schedule and gradient clipping (:mod:`.optim`), and fine-tuning on examples (:mod:`.finetune`)."""
 
+from .finetune import finetune
 from .gradients import value_and_grad
+from .optim import AdamW, LinearSchedule, clip_grad_norm, transformers_no_decay
 
-__all__ = ["value_and_grad"]
+__all__ = ["AdamW", "LinearSchedule", "clip_grad_norm", "finetune", "transformers_no_decay", "value_and_grad"]
