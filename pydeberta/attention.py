@@ -231,12 +231,12 @@ def attention_score_terms_backward(grads, query, key, scale, pos_key=None, pos_q
     if pos_key is not None:
         d_all = gather_backward(grads["c2p"] / scale, rel_index, pos_key.shape[-2])  # [B, H, Q, 2S]
         dquery = dquery + d_all @ pos_key
-        dpos_key = np.einsum("bhqr,bhqd->hrd", d_all, query)  # [H, 2S, D]
+        dpos_key = (d_all.swapaxes(-1, -2) @ query).sum(axis=0)  # [H, 2S, D]: summed over the batch
     if pos_query is not None:
         d_all = gather_backward(grads["p2c"].swapaxes(-1, -2) / scale, rel_index.T,
                                 pos_query.shape[-2])  # [B, H, K, 2S]
         dkey = dkey + d_all @ pos_query
-        dpos_query = np.einsum("bhkr,bhkd->hrd", d_all, key)  # [H, 2S, D]
+        dpos_query = (d_all.swapaxes(-1, -2) @ key).sum(axis=0)  # [H, 2S, D]
     return dquery, dkey, dpos_key, dpos_query
 
 
