@@ -230,9 +230,11 @@ def test_cli_html_writes_the_page_of_every_layer_and_head(bundled, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["view.html"]  # --html alone: no figure
     spec = embedded((tmp_path / "view.html").read_text(encoding="utf-8"))
     assert spec["initial"] == {"layer": layer, "head": head, "term": "attention"} and spec["text"] == TEXT
-    for i in range(bundled.L):  # the command runs the backbone, whose numbers are the masked LM's
+    # the command runs the backbone (the masked LM's numbers) in another process, whose BLAS may
+    # round differently in the last float32 bit: within one float16 step of the model's
+    for i in range(bundled.L):
         for k, expected in enumerate(model_maps(bundled.output, i, head).values()):
-            np.testing.assert_array_equal(spec["array"][i, head, k], expected.astype(np.float16))
+            np.testing.assert_allclose(spec["array"][i, head, k], expected, rtol=2 ** -10, atol=2 ** -24)
 
 
 def test_cli_html_beside_a_figure_and_its_errors(bundled, tmp_path):

@@ -3,6 +3,7 @@
 ::
 
     python tools/make_readme_figures.py                  # writes docs/figures/*.png
+    python tools/make_readme_figures.py --attention-view # ... and attention_view.png (a browser)
     python tools/make_readme_figures.py --out /tmp/figs --model path/to/checkpoint
 
 Figures (the same calls as tutorials 03 and 00):
@@ -13,9 +14,10 @@ Figures (the same calls as tutorials 03 and 00):
 - ``model_view.png``: every layer's and head's attention (:func:`pydeberta.viz.plot_model_view`).
 - ``relative_positions.png``: ``i - j``, its log bucket and the table row over 300 positions, the
   identity band marked (:func:`pydeberta.viz.plot_relative_positions`);
-- ``attention_view.png``: the interactive page of :func:`pydeberta.viz.attention_view`, at the
-  same head, with the query "light" clicked (else the middle token), screenshot in headless Chromium (needs selenium and
-  Debian's ``chromium`` + ``chromium-driver``; without them this figure is skipped, said so).
+- ``attention_view.png``, with ``--attention-view``: the interactive page of
+  :func:`pydeberta.viz.attention_view`, at the same head, with the query "light" clicked (else the
+  middle token), screenshot in headless Chromium (needs selenium and Debian's ``chromium`` +
+  ``chromium-driver``; without them it is skipped, said so).
 
 The PNGs carry no software-version metadata, so re-running with the same libraries gives the
 same files.
@@ -76,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--out", default=str(REPO / "docs" / "figures"), help="folder to write the PNGs to")
     parser.add_argument("--text", default=TEXT)
     parser.add_argument("--dpi", type=int, default=110)
+    parser.add_argument("--attention-view", action="store_true",
+                        help="also screenshot the interactive view in headless Chromium (attention_view.png)")
     args = parser.parse_args(argv)
 
     tokenizer = pydeberta.DebertaV2TokenizerFast.from_pretrained(resolve_model_folder(args.model))
@@ -98,6 +102,8 @@ def main(argv=None):
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=args.dpi, bbox_inches="tight", metadata={"Software": None})
         print(f"wrote {folder / name}")
+    if not args.attention_view:
+        return
     view = viz.attention_view(model, tokenizer, args.text, layer=layer, head=head)
     query = view.tokens.index(QUERY) if QUERY in view.tokens else len(view.tokens) // 2
     if screenshot_view(view, folder / "attention_view.png", query):
