@@ -14,6 +14,10 @@ Figures (the same calls as tutorials 03 and 00):
 - ``model_view.png``: every layer's and head's attention (:func:`pydeberta.viz.plot_model_view`).
 - ``relative_positions.png``: ``i - j``, its log bucket and the table row over 300 positions, the
   identity band marked (:func:`pydeberta.viz.plot_relative_positions`);
+- ``relative_gradient.png``: the gradient a masked-LM loss sends into each row of the relative
+  table (each layer's share from :func:`pydeberta.model.encoder_layer_backward`, their sum), the
+  (b, i, j) pairs of the batch reading each row, and the gradient per pair (tutorial 09), on eight
+  held-out lines of the model's ``heldout_sample.txt`` with 15% of their tokens masked;
 - ``attention_view.png``, with ``--attention-view``: the interactive page of
   :func:`pydeberta.viz.attention_view`, at the same head, with the query "light" clicked (else the
   middle token), screenshot in headless Chromium (needs selenium and Debian's ``chromium`` +
@@ -36,7 +40,12 @@ import numpy as np  # noqa: E402
 
 import pydeberta  # noqa: E402
 from pydeberta import viz  # noqa: E402
+from pydeberta.heads import masked_lm_head_backward  # noqa: E402
 from pydeberta.hub import resolve_model_folder  # noqa: E402
+from pydeberta.losses import cross_entropy_backward  # noqa: E402
+from pydeberta.model import encoder_layer_backward, relative_embeddings  # noqa: E402
+from pydeberta.positions import relative_index  # noqa: E402
+from pydeberta.training import value_and_grad  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "And God said, Let there be light: and there was light."
@@ -72,6 +81,65 @@ def screenshot_view(view, path, query):
     return True
 
 
+def relative_gradient_figure(name, tokenizer):
+    """Tutorial 09's figure: each layer's gradient of the masked-LM loss on the relative table
+    (the LayerNorm-ed ``P``), row by row, the pairs reading each row and the gradient per pair."""
+    import matplotlib.pyplot as plt
+
+    model = pydeberta.DebertaV2ForMaskedLM.from_pretrained(name, dtype=np.float64)
+    config = model.config
+    sample = (resolve_model_folder(name) / "heldout_sample.txt").read_text(encoding="utf-8").splitlines()
+    lines = [line for line in sample if len(line.split()) >= 25][:8]
+    batch = tokenizer(lines, padding=True, truncation=True, max_length=96, return_tensors="np")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    chosen = np.random.default_rng(0).random(ids.shape) < 0.15
+    masked = (mask == 1) & ~np.isin(ids, tokenizer.all_special_ids) & chosen
+    labels = np.where(masked, ids, -100)
+    outputs, _ = value_and_grad(model, input_ids=np.where(masked, tokenizer.mask_token_id, ids), attention_mask=mask,
+                                labels=labels, output_hidden_states=True)
+    V = outputs.logits.shape[-1]
+    dlogits = cross_entropy_backward(outputs.logits.reshape(-1, V), labels.reshape(-1)).reshape(outputs.logits.shape)
+    tree = model.tree["deberta"]
+    dh, _, _ = masked_lm_head_backward(dlogits, outputs.hidden_states[-1], model.tree["lm_predictions"],
+                                       tree["embeddings"]["word_embeddings"]["weight"], config)  # [B, N, C]
+    N, S, mid = ids.shape[1], config.att_span, config.position_buckets // 2
+    visible = (mask[:, None, :, None] * mask[:, None, None, :]).astype(bool)  # [B, 1, N, N]
+    index = relative_index(N, N, config.att_span, config.position_buckets, config.max_relative_span)  # [N, N]
+    R = relative_embeddings(tree["encoder"], config)  # [2S, C]
+    dP_layers = [None] * config.num_hidden_layers
+    for i in reversed(range(config.num_hidden_layers)):
+        dh, _, dP_layers[i] = encoder_layer_backward(dh, outputs.hidden_states[i], tree["encoder"]["layer"][i], config,
+                                                     visible, R, index)
+    pairs = sum(np.bincount(index[:n, :n].ravel(), minlength=2 * S) for n in mask.sum(1))  # [2S]
+    offsets_ij = np.arange(N)[:, None] - np.arange(N)  # [N, N], i - j
+    distances = np.array([len(np.unique(offsets_ij[index == r])) for r in range(2 * S)])  # [2S]
+
+    offsets = np.arange(2 * S) - S
+    total = np.linalg.norm(sum(dP_layers), axis=1)  # [2S]
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True, constrained_layout=True)
+    for i, d in enumerate(dP_layers):
+        axes[0].plot(offsets, np.linalg.norm(d, axis=1), linewidth=1, label=f"layer {i}")
+    axes[0].plot(offsets, total, color="black", linewidth=2, label="sum of the layers")
+    axes[0].set_ylabel("‖dP_r‖")
+    axes[0].set_title("gradient of the masked-LM loss flowing into each row of the relative table")
+    axes[0].legend(fontsize=8, ncol=5)
+    axes[1].bar(offsets, pairs, width=0.9, color="tab:gray")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("(b, i, j) pairs reading row r")
+    twin = axes[1].twinx()
+    twin.step(offsets, distances, where="mid", color="tab:red", linewidth=1)
+    twin.set_ylabel("distances in the row", color="tab:red")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        axes[2].plot(offsets, np.where(pairs > 0, total / pairs, np.nan), color="tab:blue", marker=".")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("‖dP_r‖ / pairs")
+    axes[2].set_xlabel("table row r − S  (bucket of the distance i − j)")
+    for ax in axes:
+        for bound in (-mid, mid):
+            ax.axvline(bound, color="black", linestyle="--", linewidth=0.8)
+    return fig
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="pydeberta/tiny", help="checkpoint folder or bundled name")
@@ -98,6 +166,7 @@ def main(argv=None):
         "attention_terms.png": viz.plot_score_terms(out, tokens, layer=layer, head=head)[0],
         "model_view.png": viz.plot_model_view(out, tokens)[0],
         "relative_positions.png": viz.plot_relative_positions(model.config, length=300)[0],
+        "relative_gradient.png": relative_gradient_figure(args.model, tokenizer),
     }
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=args.dpi, bbox_inches="tight", metadata={"Software": None})
