@@ -84,7 +84,7 @@ def unasserted_checks(cell_source):
     return missing
 
 
-def test_the_tutorials_are_the_nine_in_order():
+def test_the_tutorials_are_the_listed_ones_in_order():
     assert sorted(p.stem for p in TUTORIALS.glob("*.py")) == NAMES
     assert sorted(p.stem for p in TUTORIALS.glob("*.ipynb")) == NAMES
 
@@ -163,6 +163,6 @@ def test_readme_figures_script_writes_its_figures(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert written == ["attention_terms.png", "model_view.png", "relative_positions.png"]
+    assert written == ["attention_terms.png", "model_view.png", "relative_gradient.png", "relative_positions.png"]
     for name in written:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
