@@ -956,7 +956,7 @@ def evaluate(work, out, seed, before=None):
 # 6. model card
 # ------------------------------------------------------------------------------------------------
 
-HEADLINE = "In the beginning God created the heaven and the [MASK]."    # the card's first example
+HEADLINE = "Raise an [MASK] if the argument is invalid."    # the card's first example (see the card)
 
 FIRST_RUN = ("the first model (the previous `pydeberta/tiny`): the three first sources only, vocabulary "
              "trained here, random initialisation, token-level masking only, peak learning rate 1e-3, "
@@ -1019,6 +1019,19 @@ def write_card(work, out, args):
         mark = " ✓" if entry["hit1"] else (" (top 5 ✓)" if entry["hit5"] else "")
         return f"`{word or '▁'}` {score:.2f}{mark}"
 
+    worse = ""
+    if before:
+        dropped = [f"`{name}` top-1 {before['heldout_by_source'][name]['top1']:.3f} -> "
+                   f"{results['heldout_by_source'][name]['top1']:.3f}"
+                   for name in corpus["sources"]
+                   if results["heldout_by_source"][name]["top1"] < before["heldout_by_source"][name]["top1"]]
+        if dropped:
+            worse = (" **Worse than before:** " + "; ".join(dropped) + f"; probe top-1 hits "
+                     f"{before['probes']['hit1']} -> {probes['hit1']}. This run made only {last['step']} steps "
+                     "(the machine was loaded), most of them on the new dictionary text. The lone `▁` piece "
+                     "(shown as an empty word) now often ranks first after `[MASK]` before punctuation: it is "
+                     "the first piece of words the vocabulary cannot start with a `▁word` piece, so the "
+                     "word-masked rows teach it as an answer too.")
     probe_rows = "\n".join(
         f"| {entry['sentence'].replace('[MASK]', '`[MASK]`')} | {', '.join(entry['expected'])} | "
         + (f"{top(old)} | " if before else "") + f"{top(entry)} |"
@@ -1036,11 +1049,15 @@ fill = pydeberta.pipeline("fill-mask", model="pydeberta/tiny")
 fill("{HEADLINE}")
 ```
 
+(`object` 0.14, then the right word, `exception` 0.05: this sentence was chosen after trying about
+thirty; no everyday sentence tried had the right word first.)
+
 It is a teaching and testing model: {n_params / 1e6:.1f} M parameters trained for
-{49 + run_minutes:.0f} minutes in all on one CPU thread of a shared machine. It knows the style of
-the King James Bible, the Python documentation, fortune cookies and two dictionaries (the 1913
-Webster's in GCIDE and WordNet's glosses), and it gets only simple everyday sentences right
-(see the probe table below). Do not fine-tune it for anything that matters.
+{49 + run_minutes:.0f} minutes in all on one CPU thread of a shared machine. It knows something of
+the style of the King James Bible, the Python documentation, fortune cookies and two dictionaries
+(the 1913 Webster's in GCIDE and WordNet's glosses); it does **not** answer everyday sentences
+well: {probes['hit1']} of the {probes['n']} probe sentences below have the expected word first. Do not
+fine-tune it for anything that matters.
 
 ## Data
 
@@ -1154,7 +1171,7 @@ on the fixed sentences below.
 {compare_rows}
 
 The new sources make the split harder for the first model, which never saw them; its figures on
-the first three sources are the fair comparison there. The baseline that always predicts the most
+the first three sources are the fair comparison there.{worse} The baseline that always predicts the most
 frequent training tokens ({", ".join(f"`{t}`" for t in results['baseline_tokens'])}; top-1: the first,
 top-5: all five) scores top-1 {full['baseline_top1']:.3f} and top-5 {full['baseline_top5']:.3f}
 on the token-level split; the model's top-1 is {full['top1'] / full['baseline_top1']:.1f} times that.
@@ -1203,10 +1220,11 @@ through the wall-clock schedule, on the machine's load.
 
 
 EXAMPLES = [
+    "Raise an [MASK] if the argument is invalid.",
     "In the beginning God created the heaven and the [MASK].",
-    "The [MASK] statement is used to leave a loop early.",
+    "For God so loved the [MASK], that he gave his only begotten Son.",
     "Use a [MASK] to store key and value pairs.",
-    "Never put off till tomorrow what you can do [MASK].",
+    "The cost of living has gone [MASK] this year.",
     "Beautiful is better than [MASK].",
 ]
 
