@@ -1,7 +1,9 @@
 """The bundled model ``pydeberta/tiny`` (pydeberta/models/tiny, trained by tools/train_tiny.py).
 
-It loads by name, its fill-mask logits equal transformers' on the same folder, and the held-out
-accuracy its model card claims is reproduced on the shipped held-out slice (heldout_sample.txt).
+It loads by name, its fill-mask logits equal transformers' on the same folder, the held-out
+accuracy its model card claims is reproduced on the shipped held-out slice (heldout_sample.txt),
+and the probe sentences' answers recorded in eval_results.json (the card's before/after table)
+are transformers' fill-mask pipeline's on the same folder.
 """
 
 import json
@@ -20,6 +22,7 @@ SENTENCES = [
     "The [MASK] statement is used to leave a loop early.",
     "A list is a mutable [MASK] of items, and a tuple is [MASK].",
     "Never put off till tomorrow what you can do [MASK].",
+    "Beautiful is better than [MASK].",           # [MASK] before punctuation: [MASK] ▁ .
 ]
 SEQ_LEN = 128       # the card's protocol: rows of [CLS] + 126 tokens + [SEP]
 MASK_PROB = 0.15
@@ -141,3 +144,39 @@ def test_model_card_states_the_heldout_figures(results):
     for key in ("top1", "top5", "baseline_top1", "baseline_top5"):
         assert f"{full[key]:.3f}" in card, key
     assert full["top1"] >= 2 * full["baseline_top1"]
+
+
+def test_recorded_probe_answers_are_transformers_fill_mask_answers(results):
+    """The probe table's "after" column: every recorded top 5 (words and scores) is what
+    transformers' fill-mask pipeline answers on this folder, and pydeberta's pipeline agrees."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.pipeline(
+        "fill-mask", model=transformers.DebertaV2ForMaskedLM.from_pretrained(FOLDER, dtype=torch.float32),
+        tokenizer=transformers.DebertaV2Tokenizer.from_pretrained(FOLDER), top_k=5)
+    ours = pydeberta.pipeline("fill-mask", model=NAME)
+    probes = results["probes"]["sentences"]
+    assert len(probes) == results["probes"]["n"] >= 25
+    for probe in probes:
+        theirs = reference(probe["sentence"])
+        recorded = [word for word, _ in probe["top5"]]
+        assert [p["token_str"].strip() for p in theirs] == recorded, probe["sentence"]
+        np.testing.assert_allclose([p["score"] for p in theirs], [score for _, score in probe["top5"]], atol=2e-4)
+        assert [p["token_str"].strip() for p in ours(probe["sentence"])] == recorded, probe["sentence"]
+        expected = {word.lower() for word in probe["expected"]}
+        assert probe["hit1"] == (recorded[0].lower() in expected)
+        assert probe["hit5"] == any(word.lower() in expected for word in recorded)
+    assert results["probes"]["hit1"] == sum(p["hit1"] for p in probes)
+    assert results["probes"]["hit5"] == sum(p["hit5"] for p in probes)
+
+
+def test_model_card_states_the_before_and_after_figures(results):
+    card = (FOLDER / "README.md").read_text(encoding="utf-8")
+    before = results["before"]
+    for split in ("heldout", "heldout_words"):
+        for key in ("top1", "top5"):
+            assert f"{before[split][key]:.3f} | {results[split][key]:.3f}" in card, (split, key)
+    hits = f"{before['probes']['hit1']} | {results['probes']['hit1']} | {before['probes']['hit5']} | {results['probes']['hit5']}"
+    assert hits in card
+    for probe in results["probes"]["sentences"]:
+        assert probe["sentence"].replace("[MASK]", "`[MASK]`") in card

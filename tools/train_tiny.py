@@ -26,8 +26,8 @@ The recipe, one step per ``--step`` (run them in this order, or ``--step all``):
             checkpoints go to the work folder.
     export  float16 ``model.safetensors`` + ``config.json`` + tokenizer files into the package
             folder ``pydeberta/models/tiny``, plus ``training_curve.csv``/``.png``.
-    eval    with transformers on the exported folder (pydeberta's NumPy forward is too slow on a shared
-            machine for the whole split; tests/test_bundled.py re-scores the sample with pydeberta)
+    eval    with transformers on the exported folder (pydeberta's NumPy forward measured too slow on
+            the loaded shared machine for the whole split; tests/test_bundled.py re-scores the sample with pydeberta)
             and with --before on the previous model too: mask 15% of the held-out tokens (all [MASK], seeded), top-1
             and top-5 accuracy of the original token, against the baseline that always predicts
             the most frequent training tokens. Writes ``eval_results.json`` and
@@ -847,8 +847,9 @@ def word_masked_accuracy(model, rows, targets, batch_size=16):
 class TorchMaskedLM:
     """transformers' DebertaV2ForMaskedLM on an exported folder (float16 widened to float32), one
     torch thread, called like pydeberta's model (numpy ids in, ``.logits`` numpy out). The bulk
-    held-out scoring uses it: on this shared machine pydeberta's NumPy forward took about 8 s of
-    CPU per 16 rows, too slow for ~5,000 rows per model within a session. tests/test_bundled.py
+    held-out scoring uses it: measured once on the loaded shared machine, pydeberta's NumPy forward
+    took 8.3 s of CPU time per 16 rows against 0.9 s here (one measurement under heavy load, not a
+    benchmark), which put ~5,000 rows per model out of a session's reach. tests/test_bundled.py
     checks that pydeberta's logits equal transformers' on this folder and re-scores the shipped
     sample with pydeberta against these figures."""
 
@@ -1156,8 +1157,9 @@ spread over the split with 80/10/10 masking; word top-1 on 64 word-masked held-o
 
 `tools/train_tiny.py --step eval --before <previous model folder>`, on the same held-out split for
 both models; the held-out rows are scored with transformers (float32, one torch thread) on the
-exported folders, because pydeberta's NumPy forward was too slow on the shared machine for ~5,000
-rows per model (`tests/test_bundled.py` checks pydeberta's logits against transformers' and
+exported folders, because pydeberta's NumPy forward measured much slower than torch's on the
+loaded shared machine (8.3 s against 0.9 s of CPU per 16 rows, measured once) for ~5,000 rows per
+model (`tests/test_bundled.py` checks pydeberta's logits against transformers' and
 re-scores `heldout_sample.txt` with pydeberta); the probes go through pydeberta's fill-mask pipeline. Token-level: each source's held-out lines
 packed into {SEQ_LEN}-token rows as in training (the all-sources row pools the sources), {MASK_PROB:.0%} of the non-special tokens replaced by `[MASK]`
 (all of them, no 80/10/10), chosen with `numpy.random.default_rng({results['mask_seed']})`, accuracy
