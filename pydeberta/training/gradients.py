@@ -67,11 +67,10 @@ def value_and_grad(model, rng=None, **batch):
     config, tree = model.config, model.tree
     hidden = outputs.hidden_states[-1]  # [B, N, C]
     dhidden, head_grads = HEAD_BACKWARD[model.head](model, outputs, hidden, batch, drop)  # [B, N, C]
-    inputs = backbone_inputs(model, batch)
-    grads = {**head_grads, model.base_model_prefix: add_grads(
-        backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config, inputs, drop),
-        head_grads.pop(model.base_model_prefix, {}))}
-    flat = flatten(grads)
+    tied = head_grads.pop(model.base_model_prefix, {})  # the masked-LM decoder's share of the word embeddings
+    backbone = backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config,
+                                 backbone_inputs(model, batch), drop)
+    flat = flatten({**head_grads, model.base_model_prefix: add_grads(backbone, tied)})
     grads = {key: np.zeros_like(value) if key not in flat else np.asarray(flat[key], model.dtype)
              for key, value in model.params.items()}
     if not keep_hidden:
