@@ -22,6 +22,7 @@ Functions:
 =====================================  ==========================================================
 ``plot_log_buckets``                   distance ``r`` -> bucket, identity and log bands marked
 ``plot_relative_positions``            ``i - j``, its bucket and the table row ``c(i, j)`` [N, N]
+``plot_relative_gradient``             the gradient flowing into each relative-table row, by layer
 ``plot_attention``                     one head's attention probabilities
 ``plot_score_terms``                   c2c, c2p, p2c side by side with their sum, one scale
 ``plot_attention_terms``               probabilities beside c2c, c2p, p2c (``pydeberta attention``)
@@ -199,6 +200,50 @@ def plot_log_buckets(bucket_size, max_position, max_distance=None, ax=None):
     ax.set_title(f"log buckets (position_buckets={bucket_size}, max_position={max_position})")
     ax.legend(fontsize=7, loc="upper left")
     return fig, ax
+
+
+def plot_relative_gradient(dP_layers, pairs, distances, position_buckets):
+    """The gradient flowing into the relative table, by distance (tutorial 09), three panels over
+    the table rows ``r`` (x axis: ``r - S``, the bucketed distance ``i - j``):
+
+    * each layer's ``||dP_r||`` and their sum (the gradient of one loss with respect to the
+      table ``P``, from :func:`pydeberta.model.encoder_layer_backward`, per layer);
+    * how many token pairs read row ``r`` (log scale) and how many distinct distances it holds
+      (one inside the identity band, several in the log buckets beyond it);
+    * the gradient per pair.
+
+    Args:
+        dP_layers: per layer, ``[2S, C]``; pairs, distances: int ``[2S]``;
+        position_buckets: the config's, whose half ``±position_buckets // 2`` bounds the band.
+    Returns:
+        the figure.
+    """
+    plt = _pyplot()
+    S, mid = len(pairs) // 2, position_buckets // 2
+    offsets = np.arange(2 * S) - S
+    total = np.linalg.norm(sum(dP_layers), axis=1)  # [2S]
+    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True, constrained_layout=True)
+    for i, d in enumerate(dP_layers):
+        axes[0].plot(offsets, np.linalg.norm(d, axis=1), linewidth=1, label=f"layer {i}")
+    axes[0].plot(offsets, total, color="black", linewidth=2, label="sum of the layers")
+    axes[0].set_ylabel("‖dP_r‖")
+    axes[0].set_title("gradient of the masked-LM loss flowing into each row of the relative table")
+    axes[0].legend(fontsize=8, ncol=5)
+    axes[1].bar(offsets, pairs, width=0.9, color="tab:gray")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("(b, i, j) pairs reading row r")
+    twin = axes[1].twinx()
+    twin.step(offsets, distances, where="mid", color="tab:red", linewidth=1)
+    twin.set_ylabel("distances in the row", color="tab:red")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        axes[2].plot(offsets, np.where(pairs > 0, total / pairs, np.nan), color="tab:blue", marker=".")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("‖dP_r‖ / pairs")
+    axes[2].set_xlabel("table row r − S  (bucket of the distance i − j)")
+    for ax in axes:
+        for bound in (-mid, mid):
+            ax.axvline(bound, color="black", linestyle="--", linewidth=0.8)
+    return fig
 
 
 def plot_relative_positions(config, length=None, tokens=None):

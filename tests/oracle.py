@@ -75,6 +75,21 @@ def batches(draw, vocab_size, type_vocab_size=0, max_length=24):
     return ids, mask, types
 
 
+def inputs_of(batch):
+    """A drawn ``(input_ids, attention_mask, token_type_ids)`` as model keyword arguments."""
+    ids, mask, types = batch
+    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def choices_of(batch, choices):
+    """Multiple-choice inputs ``[B, choices, N]``: choice ``c`` is the batch rolled by ``c`` tokens
+    (its first token always visible)."""
+    stacked = {k: np.stack([np.roll(v, c, axis=1) for c in range(choices)], axis=1)
+               for k, v in inputs_of(batch).items()}  # [B, choices, N]
+    stacked["attention_mask"][..., 0] = 1
+    return stacked
+
+
 def build_transformers_model(cls_name, cfg, dtype=np.float32, seed=0):
     """A transformers model of class ``cls_name`` with perturbed weights, in eval mode."""
     torch.manual_seed(seed)

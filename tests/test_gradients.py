@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from oracle import batches, build_transformers_model, configs, to_pydeberta
+from oracle import batches, build_transformers_model, choices_of, configs, inputs_of, to_pydeberta
 
 from pydeberta.dropout import Dropout
 from pydeberta.training import value_and_grad
@@ -70,11 +70,6 @@ def compare_gradients(cls_name, cfg, batch, dtype, tolerance=None):
     for name in set(grads) - set(expected):  # keys transformers ties to another parameter
         assert name.startswith("cls.predictions.decoder"), name
     return out, grads
-
-
-def inputs_of(batch):
-    ids, mask, types = batch
-    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
 
 
 FIXED_BATCH = (np.array([[1, 5, 9, 3, 2, 0], [1, 7, 0, 0, 0, 0]]), np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]]),
@@ -153,9 +148,7 @@ def test_question_answering_gradients_match_autograd(dtype, cfg, data):
 def test_multiple_choice_gradients_match_autograd(dtype, cfg, data, choices):
     batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"]))
     B = batch[0].shape[0]
-    stacked = {k: np.stack([np.roll(v, c, axis=1) for c in range(choices)], axis=1)
-               for k, v in inputs_of(batch).items()}  # [B, choices, N]
-    stacked["attention_mask"][..., 0] = 1
+    stacked = choices_of(batch, choices)
     labels = np.random.default_rng(4).integers(0, choices, B)
     compare_gradients("DebertaV2ForMultipleChoice", cfg, dict(stacked, labels=labels), dtype)
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import pydeberta
 from conftest import BACKENDS
-from oracle import (TOLERANCE, assert_close, assert_outputs_close, batches, build_transformers_model, configs,
-                    to_pydeberta, torch_call)
+from oracle import (TOLERANCE, assert_close, assert_outputs_close, batches, build_transformers_model, choices_of,
+                    configs, inputs_of, to_pydeberta, torch_call)
 from pydeberta.engine import backend as dispatch
 from pydeberta.engine.attention import head_chunks
 
@@ -199,11 +199,6 @@ def compare(cls_name, cfg, inputs, dtype, labels=None):
     return outputs["reference"]
 
 
-def inputs_of(batch):
-    ids, mask, types = batch
-    return dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("legacy", [True, False])
 @settings(max_examples=12)
@@ -277,9 +272,7 @@ def test_question_answering_matches_transformers(dtype, cfg, data):
 def test_multiple_choice_matches_transformers(dtype, cfg, data, choices):
     batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"]))
     B = batch[0].shape[0]
-    stacked = {k: np.stack([np.roll(v, c, axis=1) for c in range(choices)], axis=1)
-               for k, v in inputs_of(batch).items()}  # [B, choices, N]
-    stacked["attention_mask"][..., 0] = 1
+    stacked = choices_of(batch, choices)
     labels = np.random.default_rng(4).integers(0, choices, B)
     out = compare("DebertaV2ForMultipleChoice", cfg, stacked, dtype, {"labels": labels})
     assert out.logits.shape == (B, choices)

@@ -84,8 +84,6 @@ def screenshot_view(view, path, query):
 def relative_gradient_figure(name, tokenizer):
     """Tutorial 09's figure: each layer's gradient of the masked-LM loss on the relative table
     (the LayerNorm-ed ``P``), row by row, the pairs reading each row and the gradient per pair."""
-    import matplotlib.pyplot as plt
-
     model = pydeberta.DebertaV2ForMaskedLM.from_pretrained(name, dtype=np.float64)
     config = model.config
     sample = (resolve_model_folder(name) / "heldout_sample.txt").read_text(encoding="utf-8").splitlines()
@@ -102,7 +100,7 @@ def relative_gradient_figure(name, tokenizer):
     tree = model.tree["deberta"]
     dh, _, _ = masked_lm_head_backward(dlogits, outputs.hidden_states[-1], model.tree["lm_predictions"],
                                        tree["embeddings"]["word_embeddings"]["weight"], config)  # [B, N, C]
-    N, S, mid = ids.shape[1], config.att_span, config.position_buckets // 2
+    N, S = ids.shape[1], config.att_span
     visible = (mask[:, None, :, None] * mask[:, None, None, :]).astype(bool)  # [B, 1, N, N]
     index = relative_index(N, N, config.att_span, config.position_buckets, config.max_relative_span)  # [N, N]
     R = relative_embeddings(tree["encoder"], config)  # [2S, C]
@@ -113,31 +111,7 @@ def relative_gradient_figure(name, tokenizer):
     pairs = sum(np.bincount(index[:n, :n].ravel(), minlength=2 * S) for n in mask.sum(1))  # [2S]
     offsets_ij = np.arange(N)[:, None] - np.arange(N)  # [N, N], i - j
     distances = np.array([len(np.unique(offsets_ij[index == r])) for r in range(2 * S)])  # [2S]
-
-    offsets = np.arange(2 * S) - S
-    total = np.linalg.norm(sum(dP_layers), axis=1)  # [2S]
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True, constrained_layout=True)
-    for i, d in enumerate(dP_layers):
-        axes[0].plot(offsets, np.linalg.norm(d, axis=1), linewidth=1, label=f"layer {i}")
-    axes[0].plot(offsets, total, color="black", linewidth=2, label="sum of the layers")
-    axes[0].set_ylabel("‖dP_r‖")
-    axes[0].set_title("gradient of the masked-LM loss flowing into each row of the relative table")
-    axes[0].legend(fontsize=8, ncol=5)
-    axes[1].bar(offsets, pairs, width=0.9, color="tab:gray")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("(b, i, j) pairs reading row r")
-    twin = axes[1].twinx()
-    twin.step(offsets, distances, where="mid", color="tab:red", linewidth=1)
-    twin.set_ylabel("distances in the row", color="tab:red")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        axes[2].plot(offsets, np.where(pairs > 0, total / pairs, np.nan), color="tab:blue", marker=".")
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel("‖dP_r‖ / pairs")
-    axes[2].set_xlabel("table row r − S  (bucket of the distance i − j)")
-    for ax in axes:
-        for bound in (-mid, mid):
-            ax.axvline(bound, color="black", linestyle="--", linewidth=0.8)
-    return fig
+    return viz.plot_relative_gradient(dP_layers, pairs, distances, config.position_buckets)
 
 
 def main(argv=None):

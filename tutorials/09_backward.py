@@ -59,12 +59,12 @@ import inspect
 import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import pydeberta
+from pydeberta import viz
 from pydeberta.attention import (attention_probabilities, attention_score_terms_backward, disentangled_self_attention,
                                  disentangled_self_attention_backward, gather_backward, merge_heads, project,
                                  relative_projections_backward, split_heads)
@@ -293,35 +293,7 @@ print(f"rows reached: {np.count_nonzero(pairs)} of {2 * S}; the farthest row hol
 # the log buckets gather far pairs. Bottom: the gradient per pair.
 
 # %%
-def plot_relative_gradient(dP_layers, pairs, distances, S, mid):
-    """The three panels described above; returns the figure."""
-    offsets = np.arange(2 * S) - S
-    total = np.linalg.norm(sum(dP_layers), axis=1)  # [2S]
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True, constrained_layout=True)
-    for i, d in enumerate(dP_layers):
-        axes[0].plot(offsets, np.linalg.norm(d, axis=1), linewidth=1, label=f"layer {i}")
-    axes[0].plot(offsets, total, color="black", linewidth=2, label="sum of the layers")
-    axes[0].set_ylabel("‖dP_r‖")
-    axes[0].set_title("gradient of the masked-LM loss flowing into each row of the relative table")
-    axes[0].legend(fontsize=8, ncol=5)
-    axes[1].bar(offsets, pairs, width=0.9, color="tab:gray")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("(b, i, j) pairs reading row r")
-    twin = axes[1].twinx()
-    twin.step(offsets, distances, where="mid", color="tab:red", linewidth=1)
-    twin.set_ylabel("distances in the row", color="tab:red")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        axes[2].plot(offsets, np.where(pairs > 0, total / pairs, np.nan), color="tab:blue", marker=".")
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel("‖dP_r‖ / pairs")
-    axes[2].set_xlabel("table row r − S  (bucket of the distance i − j)")
-    for ax in axes:
-        for bound in (-mid, mid):
-            ax.axvline(bound, color="black", linestyle="--", linewidth=0.8)
-    return fig
-
-
-fig = plot_relative_gradient(dP_layers, pairs, distances, S, config.position_buckets // 2)
+fig = viz.plot_relative_gradient(dP_layers, pairs, distances, config.position_buckets)
 
 # %% [markdown]
 # Rows no pair reaches (beyond the longest line) get nothing. Inside the dashed lines each row is
