@@ -24,12 +24,15 @@ CELL_TIMEOUT = 300  # seconds per cell; the slowest cell (07's timing table) tak
 
 @pytest.fixture(scope="module")
 def kernel_name(tmp_path_factory):
-    """A kernel spec running this interpreter (not whatever "python" is first on PATH)."""
+    """A kernel spec running this interpreter (not whatever "python" is first on PATH), with one
+    OpenBLAS thread: tutorial 09 trains by the book, thousands of small products, and two BLAS
+    threads sharing a core with another process spin-wait for each other (its fine-tuning cell
+    took over 300 s that way next to one busy process, about 20 s with one thread)."""
     name = "pydeberta-tutorials"
     folder = tmp_path_factory.mktemp("jupyter") / "kernels" / name
     folder.mkdir(parents=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "pydeberta tests", "language": "python"}
+            "display_name": "pydeberta tests", "language": "python", "env": {"OPENBLAS_NUM_THREADS": "1"}}
     (folder / "kernel.json").write_text(json.dumps(spec))
     previous = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder.parents[1])] + ([previous] if previous else []))

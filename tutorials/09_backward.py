@@ -386,6 +386,10 @@ else:
 #
 # The model: the bundled backbone with a new classification head (pooler and classifier,
 # initialised with a fixed seed), dropout on (`model.train()`), 30 steps of 16 sentences.
+#
+# Training by the book is thousands of small matrix products. On a machine busy with other work,
+# NumPy's BLAS threads can spend most of their time waiting for each other: if this cell crawls,
+# start Jupyter with `OPENBLAS_NUM_THREADS=1` (about 20 s for the loop here).
 
 # %%
 WORDS = ["the", "a", "red", "small", "old", "house", "tree", "river", "bird", "stone", "bread", "light"]
