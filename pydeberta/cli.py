@@ -2,7 +2,7 @@
 
 ::
 
-    pydeberta fill-mask "Beautiful is better than [MASK]."
+    pydeberta fill-mask "Raise an [MASK] if the argument is invalid."
     pydeberta classify --model FOLDER "I loved it."            (pairs: --pair "second text")
     pydeberta zero-shot --model NLI_FOLDER --labels sports,politics "The match ended 2-2."
     pydeberta ner --model NER_FOLDER "Ada Lovelace was born in London."
