@@ -161,6 +161,18 @@ def test_tutorial_runs_top_to_bottom_with_figures_and_checks(name, kernel_name):
     assert "skipping" not in printed, f"{name} skipped a comparison although its dependencies are installed"
 
 
+def test_every_tagged_notebook_figure_is_in_the_readme():
+    """A cell tagged ``readme:<name>`` (its figure copied by ``make_readme_figures.py
+    --notebooks``) names a PNG that is in docs/figures and shown in the README."""
+    tagged = [tag[len("readme:"):] for name in NAMES for cell in jupytext.read(TUTORIALS / f"{name}.py").cells
+              for tag in cell.metadata.get("tags", []) if tag.startswith("readme:")]
+    assert sorted(tagged) == ["ngie_shift.png", "residual_updates.png"]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in tagged:
+        assert (REPO / "docs" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(docs/figures/{name})" in readme
+
+
 def test_readme_figures_script_writes_its_figures(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "tools" / "make_readme_figures.py"), "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)

@@ -4,6 +4,7 @@
 
     python tools/make_readme_figures.py                  # writes docs/figures/*.png
     python tools/make_readme_figures.py --attention-view # ... and attention_view.png (a browser)
+    python tools/make_readme_figures.py --notebooks      # ... and the tagged figures of tutorials 04, 08
     python tools/make_readme_figures.py --out /tmp/figs --model path/to/checkpoint
 
 Figures (the same calls as tutorials 03 and 00):
@@ -22,6 +23,12 @@ Figures (the same calls as tutorials 03 and 00):
   :func:`pydeberta.viz.attention_view`, at the same head, with the query "light" clicked (else the
   middle token), screenshot in headless Chromium (needs selenium and Debian's ``chromium`` +
   ``chromium-driver``; without them it is skipped, said so).
+
+- with ``--notebooks``: the figures of the tutorials' cells tagged ``readme:<file name>``, from the
+  notebook run top to bottom in a fresh kernel (as tests/test_tutorials.py runs it), so that the
+  README shows exactly what the notebook draws: ``ngie_shift.png`` (tutorial 04, a hand-set nGiE
+  kernel whose n-gram mixing can be read) and ``residual_updates.png`` (tutorial 08, what each
+  residual block adds and each token's drift from its embedding).
 
 The PNGs carry no software-version metadata, so re-running with the same libraries gives the
 same files.
@@ -114,6 +121,32 @@ def relative_gradient_figure(name, tokenizer):
     return viz.plot_relative_gradient(dP_layers, pairs, distances, config.position_buckets)
 
 
+def notebook_figures(folder):
+    """Run the tutorials whose cells carry a ``readme:<name>`` tag and write each such cell's
+    PNG output to ``folder/<name>``; returns the paths written."""
+    import base64
+
+    import jupytext
+    from nbclient import NotebookClient
+
+    written = []
+    for script in sorted((REPO / "tutorials").glob("*.py")):
+        notebook = jupytext.read(script)
+        tagged = [cell for cell in notebook.cells
+                  if any(tag.startswith("readme:") for tag in cell.metadata.get("tags", []))]
+        if not tagged:
+            continue
+        NotebookClient(notebook, timeout=300, resources={"metadata": {"path": str(script.parent)}}).execute()
+        for cell in tagged:
+            name = next(tag for tag in cell.metadata["tags"] if tag.startswith("readme:"))[len("readme:"):]
+            images = [o.data["image/png"] for o in cell.outputs if "image/png" in o.get("data", {})]
+            if len(images) != 1:
+                raise RuntimeError(f"{script.name}: the cell tagged readme:{name} drew {len(images)} figures, not one")
+            (folder / name).write_bytes(base64.b64decode(images[0]))
+            written.append(folder / name)
+    return written
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="pydeberta/tiny", help="checkpoint folder or bundled name")
@@ -122,6 +155,8 @@ def main(argv=None):
     parser.add_argument("--dpi", type=int, default=110)
     parser.add_argument("--attention-view", action="store_true",
                         help="also screenshot the interactive view in headless Chromium (attention_view.png)")
+    parser.add_argument("--notebooks", action="store_true",
+                        help="also run tutorials 04 and 08 and write their tagged figures")
     args = parser.parse_args(argv)
 
     tokenizer = pydeberta.DebertaV2TokenizerFast.from_pretrained(resolve_model_folder(args.model))
@@ -145,6 +180,9 @@ def main(argv=None):
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=args.dpi, bbox_inches="tight", metadata={"Software": None})
         print(f"wrote {folder / name}")
+    if args.notebooks:
+        for path in notebook_figures(folder):
+            print(f"wrote {path}")
     if not args.attention_view:
         return
     view = viz.attention_view(model, tokenizer, args.text, layer=layer, head=head)

@@ -116,7 +116,7 @@ print("layer-0 attention output changed at positions:",
 # handed its left neighbour's features and its right neighbour's, a bigram view of the input
 # that attention would have to learn to build.
 
-# %%
+# %% tags=["readme:ngie_shift.png"]
 C = config.hidden_size
 W = np.zeros((C, C, 3), np.float32)
 W[np.arange(C // 2), np.arange(C // 2), 0] = 1.0  # previous token

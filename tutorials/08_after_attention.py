@@ -105,7 +105,7 @@ print(f"{np.mean(np.abs(f) < 1e-2):.0%} of the feed-forward activations are with
 # Right: through the whole stack, how similar each layer's output is to the token's embedding
 # $E^0$ (cosine similarity), token by token, and their mean.
 
-# %%
+# %% tags=["readme:residual_updates.png"]
 def row_norm(x):
     return np.linalg.norm(x[0], axis=-1)  # [N]
 
