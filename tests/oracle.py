@@ -90,6 +90,20 @@ def choices_of(batch, choices):
     return stacked
 
 
+def sequence_labels(problem, num_labels, soft, B, dtype, seed=1):
+    """Labels of ``B`` rows for a sequence classifier with ``problem_type=problem``: float targets
+    for regression, 0/1 for multi-label, soft labels (``soft`` with no problem type), else class
+    indices (some -1, which transformers ignores, when the problem type is None)."""
+    rng = np.random.default_rng(seed)
+    if problem == "regression" or (problem is None and num_labels == 1):
+        return rng.normal(size=(B, num_labels) if num_labels > 1 else (B,)).astype(dtype)
+    if problem == "multi_label_classification":
+        return (rng.random((B, num_labels)) < 0.5).astype(dtype)
+    if problem is None and soft:
+        return rng.dirichlet(np.ones(num_labels), B).astype(dtype)
+    return rng.integers(-1 if problem is None else 0, num_labels, B)  # negative labels are ignored
+
+
 def build_transformers_model(cls_name, cfg, dtype=np.float32, seed=0):
     """A transformers model of class ``cls_name`` with perturbed weights, in eval mode."""
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from oracle import batches, build_transformers_model, choices_of, configs, inputs_of, to_pydeberta
+from oracle import batches, build_transformers_model, choices_of, configs, inputs_of, sequence_labels, to_pydeberta
 
 from pydeberta.dropout import Dropout
 from pydeberta.training import value_and_grad
@@ -101,18 +101,10 @@ def test_masked_lm_gradients_match_autograd(dtype, legacy, cfg, data):
 def test_sequence_classification_gradients_match_autograd(dtype, cfg, data, num_labels, problem, soft):
     cfg = dict(cfg, num_labels=num_labels, problem_type=problem)
     batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"])) if data else FIXED_BATCH
-    B = batch[0].shape[0]
-    rng = np.random.default_rng(1)
+    labels = sequence_labels(problem, num_labels, soft, batch[0].shape[0], dtype)
     tolerance = None
-    if problem == "regression" or (problem is None and num_labels == 1):
-        labels = rng.normal(size=(B, num_labels) if num_labels > 1 else (B,)).astype(dtype)
-    elif problem == "multi_label_classification":
-        labels = (rng.random((B, num_labels)) < 0.5).astype(dtype)
-    elif problem is None and soft:
-        labels = rng.dirichlet(np.ones(num_labels), B).astype(dtype)
-    else:
-        labels = rng.integers(-1 if problem is None else 0, num_labels, B)  # negative labels are ignored
-        labels[0] = 0
+    if np.issubdtype(labels.dtype, np.integer):
+        labels[0] = 0  # at least one row counts
         if problem is None:  # transformers takes this cross-entropy in float32, whatever the model's dtype
             tolerance = GRAD_TOLERANCE[np.float32] if dtype == np.float32 else 1e-5
     compare_gradients("DebertaV2ForSequenceClassification", cfg, dict(inputs_of(batch), labels=labels), dtype,

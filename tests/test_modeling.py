@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import pydeberta
 from conftest import BACKENDS
 from oracle import (TOLERANCE, assert_close, assert_outputs_close, batches, build_transformers_model, choices_of,
-                    configs, inputs_of, to_pydeberta, torch_call)
+                    configs, inputs_of, sequence_labels, to_pydeberta, torch_call)
 from pydeberta.engine import backend as dispatch
 from pydeberta.engine.attention import head_chunks
 
@@ -220,16 +220,7 @@ def test_masked_lm_matches_transformers(dtype, legacy, cfg, data):
 def test_sequence_classification_matches_transformers(dtype, cfg, data, num_labels, problem, soft):
     cfg = dict(cfg, num_labels=num_labels, problem_type=problem)
     batch = data.draw(batches(cfg["vocab_size"], cfg["type_vocab_size"]))
-    B = batch[0].shape[0]
-    rng = np.random.default_rng(1)
-    if problem == "regression" or (problem is None and num_labels == 1):
-        labels = rng.normal(size=(B, num_labels) if num_labels > 1 else (B,)).astype(dtype)
-    elif problem == "multi_label_classification":
-        labels = (rng.random((B, num_labels)) < 0.5).astype(dtype)
-    elif problem is None and soft:
-        labels = rng.dirichlet(np.ones(num_labels), B).astype(dtype)
-    else:
-        labels = rng.integers(-1 if problem is None else 0, num_labels, B)  # negative labels are ignored
+    labels = sequence_labels(problem, num_labels, soft, batch[0].shape[0], dtype)
     compare("DebertaV2ForSequenceClassification", cfg, inputs_of(batch), dtype, {"labels": labels})
 
 
