@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from .quantization import quantized_linear
+
 __all__ = [
     "ACT2FN",
     "ACT2GRAD",
@@ -520,17 +522,21 @@ def get_activation_backward(name: str) -> Callable[[np.ndarray, np.ndarray], np.
 # --------------------------------------------------------------------------------------------
 # Linear, LayerNorm
 # --------------------------------------------------------------------------------------------
-def linear(x, weight, bias=None) -> np.ndarray:
+def linear(x, weight, bias=None, weight_scale=None) -> np.ndarray:
     """Affine map of ``nn.Linear``: y = x @ weight.T + bias.
 
     Shapes: x [..., in], weight [out, in] (as stored in checkpoints), bias [out] or None;
     returns [..., out], in the promoted dtype of x and weight (x's dtype when they agree).
+    A layer quantized to int8 has ``weight_scale`` [out] beside its int8 ``weight``: the product
+    is then :func:`pydeberta.quantization.quantized_linear`, in float32.
 
     >>> x = np.array([[1.0, 2.0]])                 # [1, in=2]
     >>> w = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, -1.0]])   # [out=3, in=2]
     >>> print(linear(x, w, np.array([0.0, 0.5, 1.0])))         # [1, out=3]
     [[ 1.   3.5 -1. ]]
     """
+    if weight_scale is not None:
+        return quantized_linear(x, weight, weight_scale, bias)
     y = as_floating(x) @ np.asarray(weight).T  # [..., out]
     return y if bias is None else y + bias
 

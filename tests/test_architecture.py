@@ -11,7 +11,7 @@ import ast
 from package_map import MODULES, source_of
 
 BOOK = {"pydeberta.functional", "pydeberta.losses", "pydeberta.positions", "pydeberta.attention",
-        "pydeberta.conv", "pydeberta.model", "pydeberta.heads", "pydeberta.dropout"}
+        "pydeberta.conv", "pydeberta.model", "pydeberta.heads", "pydeberta.dropout", "pydeberta.quantization"}
 # Modules through which a file could be read or written, from the package or the standard library.
 FILE_IO = {"pydeberta.checkpoint", "pydeberta.torch_pickle", "pydeberta.hub", "pydeberta.tokenizer",
            "os", "io", "pathlib", "json", "pickle", "zipfile", "shutil", "tempfile", "safetensors",
