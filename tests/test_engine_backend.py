@@ -60,15 +60,19 @@ def test_each_backend_runs_its_own_kernels(backend):
     if backend == "cython":
         assert kernels["gelu"].startswith("pydeberta.engine._cy_functional")
         assert kernels["disentangled_attention_probs"].startswith("pydeberta.engine._cy_attention")
-    else:  # the NumPy kernels; exact GELU is the book's own
-        assert kernels == {name: f"pydeberta.engine.kernels.{name}" for name in kernels} | {"gelu": "pydeberta.functional.gelu"}
+        assert kernels["quantized_linear"] == {"avx2": "pydeberta.engine._cy_int8.quantized_linear",
+                                               "numpy": "pydeberta.quantization.quantized_linear"}[dispatch.int8_kernel()]
+    else:  # the NumPy kernels; exact GELU and the int8 layer are the book's own
+        assert kernels == {name: f"pydeberta.engine.kernels.{name}" for name in kernels} | {
+            "gelu": "pydeberta.functional.gelu", "quantized_linear": "pydeberta.quantization.quantized_linear"}
 
 
 def test_backend_info_says_what_runs():
     info = dispatch.backend_info()
     assert info["backend"] in ("reference", "numpy", "cython") and info["compiled"] == COMPILED
     assert isinstance(info["threads"], int) and info["threads"] >= 1
-    assert set(info["kernels"]) == {"linear", "gelu", "layer_norm", "disentangled_attention_probs"}
+    assert set(info["kernels"]) == {"linear", "quantized_linear", "gelu", "layer_norm", "disentangled_attention_probs"}
+    assert info["int8"] in ("avx2", "numpy")
     if not COMPILED:
         assert info["reason"] and not info["openmp"] and info["block_cache_bytes"] == 0
 

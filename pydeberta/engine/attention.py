@@ -59,9 +59,9 @@ def disentangled_self_attention(hidden, params, config, visible, tables, index, 
         ``(context [B, N, C], probs [B, H, N, N])``.
     """
     H = config.num_attention_heads
-    query = split_heads(kernels.linear(hidden, **params["query_proj"]), H)  # [B, H, N, D]
-    key = split_heads(kernels.linear(hidden, **params["key_proj"]), H)  # [B, H, N, D]
-    value = split_heads(kernels.linear(hidden, **params["value_proj"]), H)  # [B, H, N, D]
+    query = split_heads(kernels.dense(hidden, params["query_proj"]), H)  # [B, H, N, D]
+    key = split_heads(kernels.dense(hidden, params["key_proj"]), H)  # [B, H, N, D]
+    value = split_heads(kernels.dense(hidden, params["value_proj"]), H)  # [B, H, N, D]
     B, H, N, D = query.shape
     scale = attention_scale(D, config.pos_att, query.dtype)
     pos_key, pos_query = tables if tables is not None else (None, None)

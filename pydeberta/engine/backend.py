@@ -9,10 +9,16 @@ backend        what a model call runs
 ``auto``       the fastest available: ``cython`` when built, else ``numpy`` (the default)
 =============  =========================================================================
 
-The engine swaps whole kernels, listed in :data:`KERNELS`: ``linear``, ``gelu``, ``layer_norm`` and
-``disentangled_attention_probs``; every backend gives the same numbers within float rounding
-(``tests/test_engine_kernels.py``, ``tests/test_modeling.py``). ``output_study=True`` always runs
-the book, whose intermediates it returns.
+The engine swaps whole kernels, listed in :data:`KERNELS`: ``linear``, ``quantized_linear``,
+``gelu``, ``layer_norm`` and ``disentangled_attention_probs``; every backend gives the same numbers
+within float rounding (``tests/test_engine_kernels.py``, ``tests/test_modeling.py``), and the same
+bits for the int8 layers. ``output_study=True`` always runs the book, whose intermediates it returns.
+
+int8 layers (a model after ``quantize("int8")``): the ``cython`` backend runs them with the AVX2
+kernel (``_ext/int8_gemm.h``) when the CPU has AVX2, else with the NumPy reference
+:func:`pydeberta.quantization.quantized_linear`, which the ``numpy`` backend always uses;
+``PYDEBERTA_INT8_KERNEL`` = ``auto`` (default) | ``avx2`` | ``numpy`` forces one (``avx2`` on a CPU
+without it: ``RuntimeError``). ``backend_info()["int8"]`` says which runs.
 
 Choosing: ``PYDEBERTA_BACKEND`` (read once, at first use; default ``auto``), or :func:`use_backend`
 for a ``with`` block; :func:`backend_info` says what runs. ``PYDEBERTA_BLOCK_CACHE=0`` turns the
@@ -31,20 +37,27 @@ import importlib
 import os
 from typing import Callable, NamedTuple
 
-from .. import functional
+from .. import functional, quantization
 from . import kernels
 
 BACKENDS = ("auto", "reference", "numpy", "cython")
-_COMPILED_MODULES = ("_cy_functional", "_cy_attention", "_cy_threads", "_cy_allocator")
+_COMPILED_MODULES = ("_cy_functional", "_cy_attention", "_cy_threads", "_cy_allocator", "_cy_int8")
+INT8_KERNELS = ("auto", "avx2", "numpy")
 
 
 class Kernels(NamedTuple):
     """The kernels the engine calls; one set per backend (:data:`KERNELS`)."""
 
     linear: Callable
+    quantized_linear: Callable
     gelu: Callable
     layer_norm: Callable
     disentangled_attention_probs: Callable
+
+    def dense(self, x, module):
+        """A linear layer's parameters ``module`` (``weight``, ``bias``, and ``weight_scale`` when
+        it is int8) applied to ``x [..., in]``: ``[..., out]``."""
+        return self.quantized_linear(x, **module) if "weight_scale" in module else self.linear(x, **module)
 
 
 def _import_compiled():
@@ -65,9 +78,10 @@ def _import_compiled():
 
 _COMPILED, _UNAVAILABLE = _import_compiled()
 
-KERNELS = {"numpy": Kernels(kernels.linear, kernels.gelu, kernels.layer_norm, kernels.disentangled_attention_probs)}
+KERNELS = {"numpy": Kernels(kernels.linear, quantization.quantized_linear, kernels.gelu, kernels.layer_norm,
+                            kernels.disentangled_attention_probs)}
 if _COMPILED is not None:
-    KERNELS["cython"] = Kernels(kernels.linear, _COMPILED["_cy_functional"].gelu,
+    KERNELS["cython"] = Kernels(kernels.linear, _COMPILED["_cy_int8"].quantized_linear, _COMPILED["_cy_functional"].gelu,
                                 _COMPILED["_cy_functional"].layer_norm,
                                 _COMPILED["_cy_attention"].disentangled_attention_probs)
 
@@ -128,11 +142,13 @@ def _resolve(name, source):
 
 class Environment(NamedTuple):
     """The settings read from the environment: ``requested`` (``PYDEBERTA_BACKEND``), ``backend``
-    (what it resolves to), ``block_cache`` (``PYDEBERTA_BLOCK_CACHE``)."""
+    (what it resolves to), ``block_cache`` (``PYDEBERTA_BLOCK_CACHE``), ``int8``
+    (``PYDEBERTA_INT8_KERNEL``: ``auto``, ``avx2`` or ``numpy``)."""
 
     requested: str
     backend: str
     block_cache: bool
+    int8: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,12 +163,18 @@ def _environment():
     block_cache = os.environ.get("PYDEBERTA_BLOCK_CACHE", "1").strip()
     if block_cache not in ("0", "1"):
         raise ValueError(f"PYDEBERTA_BLOCK_CACHE must be 0 or 1, got {block_cache!r}")
+    int8 = os.environ.get("PYDEBERTA_INT8_KERNEL", "auto").strip().lower() or "auto"
+    if int8 not in INT8_KERNELS:
+        raise ValueError(f"PYDEBERTA_INT8_KERNEL must be one of {', '.join(INT8_KERNELS)}, got {int8!r}")
+    if int8 == "avx2" and not _have_avx2():
+        raise RuntimeError("PYDEBERTA_INT8_KERNEL=avx2 but " + ("the compiled extension is not available"
+                           if _COMPILED is None else "this CPU has no AVX2"))
     if "PYDEBERTA_NUM_THREADS" in os.environ:
         text = os.environ["PYDEBERTA_NUM_THREADS"].strip()
         _apply_threads(_check_threads(int(text) if text.isdigit() else text, "PYDEBERTA_NUM_THREADS"))
     elif _COMPILED is not None:
         _apply_threads(1 if _FORKED_CHILD else min(_COMPILED["_cy_threads"].max_threads(), max_threads()))
-    return Environment(requested, backend, block_cache == "1")
+    return Environment(requested, backend, block_cache == "1", int8)
 
 
 _active = contextvars.ContextVar("pydeberta_backend", default=None)  # None: the environment's backend
@@ -168,9 +190,24 @@ def active_backend():
     return _active.get() or _environment().backend
 
 
+def _have_avx2():
+    return _COMPILED is not None and _COMPILED["_cy_int8"].have_avx2()
+
+
+def int8_kernel():
+    """``"avx2"`` or ``"numpy"``: what runs the int8 layers under the active backend."""
+    if active_backend() != "cython" or _environment().int8 == "numpy" or not _have_avx2():
+        return "numpy"
+    return "avx2"
+
+
 def active_kernels():
-    """The :class:`Kernels` of the active engine backend (``numpy``'s under ``reference``)."""
-    return KERNELS.get(active_backend(), KERNELS["numpy"])
+    """The :class:`Kernels` of the active engine backend (``numpy``'s under ``reference``), with
+    the int8 kernel :func:`int8_kernel` names."""
+    chosen = KERNELS.get(active_backend(), KERNELS["numpy"])
+    if int8_kernel() == "numpy":
+        chosen = chosen._replace(quantized_linear=quantization.quantized_linear)
+    return chosen
 
 
 def activation(name, kernel_set):
@@ -235,6 +272,7 @@ def backend_info():
     - ``vector_math``: whether erf/exp run as glibc's SIMD variants;
     - ``block_cache``: whether a forward takes NumPy's large blocks from the extension's cache
       (:func:`block_cache`); ``block_cache_bytes``: what it holds now (:func:`release_memory`);
+    - ``int8``: what runs int8 layers, ``"avx2"`` or ``"numpy"`` (:func:`int8_kernel`);
     - ``kernels``: the active engine kernels, ``module.name`` each.
     """
     threads = _COMPILED["_cy_threads"] if _COMPILED is not None else None
@@ -251,6 +289,7 @@ def backend_info():
         "vector_math": threads is not None and threads.vector_math(),
         "block_cache": active_backend() == "cython" and _environment().block_cache,
         "block_cache_bytes": _COMPILED["_cy_allocator"].cached_bytes() if _COMPILED is not None else 0,
+        "int8": int8_kernel(),
         "kernels": {name: f"{function.__module__}.{function.__name__}"
                     for name, function in active_kernels()._asdict().items()},
     }

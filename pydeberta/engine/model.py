@@ -29,10 +29,10 @@ def encoder_layer(x, params, config, visible, tables, index, kernels):
     context, probs = disentangled_self_attention(x, params["attention"]["self"], config, visible, tables, index,
                                                  kernels)
     out = params["attention"]["output"]
-    a = kernels.layer_norm(kernels.linear(context, **out["dense"]), **out["LayerNorm"], eps=config.layer_norm_eps,
+    a = kernels.layer_norm(kernels.dense(context, out["dense"]), **out["LayerNorm"], eps=config.layer_norm_eps,
                            residual=x)  # [B, N, C]
-    h = activation(config.hidden_act, kernels)(kernels.linear(a, **params["intermediate"]["dense"]))  # [B, N, F]
-    y = kernels.layer_norm(kernels.linear(h, **params["output"]["dense"]), **params["output"]["LayerNorm"],
+    h = activation(config.hidden_act, kernels)(kernels.dense(a, params["intermediate"]["dense"]))  # [B, N, F]
+    y = kernels.layer_norm(kernels.dense(h, params["output"]["dense"]), **params["output"]["LayerNorm"],
                            eps=config.layer_norm_eps, residual=a)  # [B, N, C]
     return y, probs
 
@@ -70,7 +70,7 @@ def encoder(x, params, config, mask, relative_tables, kernels, output_attentions
 def masked_lm_head(hidden, params, word_embeddings, config, kernels):
     """Twin of :func:`pydeberta.heads.masked_lm_head`: logits ``[B, N, V]``."""
     head = params["predictions"]["transform"] if config.legacy else params["lm_head"]
-    t = activation(config.hidden_act, kernels)(kernels.linear(hidden, **head["dense"]))  # [B, N, E] or [B, N, C]
+    t = activation(config.hidden_act, kernels)(kernels.dense(hidden, head["dense"]))  # [B, N, E] or [B, N, C]
     t = kernels.layer_norm(t, **head["LayerNorm"], eps=config.layer_norm_eps)
     bias = params["predictions"]["bias"] if config.legacy else params["lm_head"]["bias"]
     return kernels.linear(t, word_embeddings, bias)  # [B, N, V]: the tied decoder
