@@ -36,12 +36,23 @@ from .outputs import (BaseModelOutput, MaskedLMOutput, MultipleChoiceModelOutput
                       SequenceClassifierOutput, StudyOutput, TokenClassifierOutput)
 from .saving import atomic_files
 from .sharing import Source, load_shared, rebuild
-from .weights import describe, expected_shapes, flatten, init_parameters, match_state_dict, unflatten
+from .quantization import quantize_weight
+from .weights import (INT8_METHOD, describe, expected_shapes, flatten, init_parameters, int8_weight_keys,
+                      is_quantized, match_state_dict, unflatten)
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
 
 
 # --------------------------------------------------------------------------- classes
+def quantize_params(params, keys):
+    """``params`` with each weight of ``keys`` replaced by its int8 weight and a ``weight_scale``
+    beside it (:func:`pydeberta.quantization.quantize_weight`)."""
+    params = dict(params)
+    for key in keys:
+        params[key], params[key[:-len("weight")] + "weight_scale"] = quantize_weight(np.asarray(params[key], np.float32))
+    return params
+
+
 class DebertaV2PreTrainedModel:
     """Common base: config, parameters, loading and saving, the engine's state.
 
@@ -69,26 +80,73 @@ class DebertaV2PreTrainedModel:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.check_config(config)
+        if is_quantized(config) and self.dtype != np.float32:
+            raise ValueError(f"an int8 model computes in float32; dtype must be float32, got {self.dtype}")
         if params is None:
             params = init_parameters(config, self.head, seed)
+            if is_quantized(config):
+                params = quantize_params(params, int8_weight_keys(config, self.head))
         else:
             params = match_state_dict(params, config, self.head, source="params")
-        self.tree = unflatten(pack(params, self.dtype))
+        self.tree = unflatten(pack(params, self.param_dtypes(params)))
         self._engine = None
         self._source = None  # set by from_pretrained
+
+    def param_dtypes(self, params):
+        """Checkpoint key -> dtype the model holds it in: the model's dtype, int8 for the int8
+        weights of a quantized model (``TypeError`` when ``params`` has those in another dtype)."""
+        dtypes = dict.fromkeys(params, self.dtype)
+        if is_quantized(self.config):
+            for key in int8_weight_keys(self.config, self.head):
+                value = params[key]
+                if (value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype) != np.int8:
+                    raise TypeError(f"{key}: a quantized model's weight must be int8, got {np.asarray(value).dtype} "
+                                    f"(load the float checkpoint and quantize it)")
+                dtypes[key] = np.dtype(np.int8)
+        return dtypes
+
+    def quantize(self, method="int8"):
+        """Quantize the model in place for int8 inference; returns the model.
+
+        The six linear layers of every encoder layer (query, key and value projections, attention
+        output, feed-forward in and out; :data:`pydeberta.weights.INT8_LAYERS` says why those)
+        get per-output-channel symmetric int8 weights and a ``weight_scale``; at each call their
+        input rows are quantized to int8, the products summed in int32 and scaled back to float32
+        (:func:`pydeberta.quantization.quantized_linear`, compiled under the ``cython`` backend).
+        Everything else stays float32. ``save_pretrained`` then writes the int8 weights and
+        scales, and ``from_pretrained`` loads them back (transformers cannot run such a folder).
+        Only float32 models; a model already quantized is left as it is.
+        """
+        if method != "int8":
+            raise ValueError(f"quantize: method must be 'int8', got {method!r}")
+        if is_quantized(self.config):
+            return self
+        if self.dtype != np.float32:
+            raise ValueError(f"quantize: an int8 model computes in float32; this model is {self.dtype}")
+        config = DebertaV2Config.from_dict(self.config.to_dict(), quantization_config={
+            "quant_method": INT8_METHOD, "weights": "int8, symmetric, per output channel",
+            "activations": "int8, symmetric, per row, quantized at each call", "accumulation": "int32"})
+        params = quantize_params(self.params, int8_weight_keys(config, self.head))
+        self.config = config
+        self.tree = unflatten(pack(params, self.param_dtypes(params)))
+        self._engine = None
+        self._source = None  # no longer what the folder holds
+        return self
 
     @classmethod
     def check_config(cls, config):
         """Raise ``ValueError`` when ``config`` cannot build this head (overridden by heads)."""
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, dtype=np.float32, config=None, **config_overrides):
+    def from_pretrained(cls, name_or_path, *, dtype=np.float32, config=None, quantize=None, **config_overrides):
         """Load a checkpoint folder (``config.json`` + ``model.safetensors`` / sharded /
         ``pytorch_model.bin``), or a hub id when ``huggingface_hub`` is installed.
 
         Args:
             dtype: ``np.float32`` (default) or ``np.float64``; everything is computed in it.
             config: a :class:`DebertaV2Config` to use instead of the folder's ``config.json``.
+            quantize: ``"int8"`` to quantize the model after loading (:meth:`quantize`); a folder
+                that a quantized model was saved to loads quantized without it.
             **config_overrides: fields replacing those of ``config.json`` (e.g. ``num_labels=3``);
                 a name that is neither a config field nor an option raises ``TypeError``, as in
                 transformers, rather than being stored and ignored.
@@ -101,7 +159,7 @@ class DebertaV2PreTrainedModel:
             unknown = sorted(set(config_overrides) - CONFIG_FIELDS - set(config.to_dict()))
             if unknown:
                 raise TypeError(f"from_pretrained() got unexpected keyword argument(s) {unknown}: neither a field of "
-                                f"DebertaV2Config nor an option (dtype, config)")
+                                f"DebertaV2Config nor an option (dtype, config, quantize)")
             if config_overrides:
                 config = DebertaV2Config.from_dict(config.to_dict(), **config_overrides)
         cls.check_config(config)
@@ -112,7 +170,7 @@ class DebertaV2PreTrainedModel:
         for array in loaded.values():
             array.flags.writeable = False  # what pickling by folder relies on (see pydeberta.sharing)
         model._source = Source(str(folder), config.to_dict(), model.dtype.name, loaded)
-        return model
+        return model if quantize is None else model.quantize(quantize)
 
     def __reduce__(self):
         """Pickled as its folder, config and weights' digest when loaded by :meth:`from_pretrained`
@@ -163,7 +221,8 @@ class DebertaV2PreTrainedModel:
             if np.shape(state_dict[key]) != current[key].shape:
                 raise ValueError(f"load_state_dict: {key} must have shape {current[key].shape}, "
                                  f"got {np.shape(state_dict[key])}")
-        self.tree = unflatten(pack({key: state_dict.get(key, value) for key, value in current.items()}, self.dtype))
+        params = {key: state_dict.get(key, value) for key, value in current.items()}
+        self.tree = unflatten(pack(params, self.param_dtypes(params)))
         return missing, unexpected
 
     def num_parameters(self, exclude_embeddings=False):

@@ -113,12 +113,43 @@ def head_shapes(config, head):
 def expected_shapes(config, head="base"):
     """The key table: every tensor a model with ``head`` needs, key -> shape.
 
-    Backbone keys carry the ``deberta.`` prefix in task models (``head != "base"``).
+    Backbone keys carry the ``deberta.`` prefix in task models (``head != "base"``). A model
+    quantized to int8 (:func:`is_quantized`) has a ``weight_scale [out]`` beside each int8 weight.
     """
     prefix = "" if head == "base" else BACKBONE_PREFIX
     shapes = {prefix + k: v for k, v in backbone_shapes(config).items()}
     shapes.update(head_shapes(config, head))
+    if is_quantized(config):
+        for key in int8_weight_keys(config, head):
+            shapes[key[:-len("weight")] + "weight_scale"] = shapes[key][:1]
     return shapes
+
+
+# The linear layers ``quantize("int8")`` converts (docs/int8.md): the six of each encoder layer,
+# which hold nearly all of a forward's multiply-adds. The embeddings (a lookup), the relative
+# table (computed once per model), the separate position projections ``pos_key_proj`` /
+# ``pos_query_proj`` (applied to that table only, once per model) and the task heads (one row
+# per sequence, or the tied decoder, which is the embedding table) stay float32.
+INT8_LAYERS = ("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+               "attention.output.dense", "intermediate.dense", "output.dense")
+INT8_METHOD = "pydeberta-int8"
+
+
+def is_quantized(config):
+    """Whether ``config`` describes a model quantized by :meth:`quantize` (its ``quantization_config``);
+    ``ValueError`` for a quantization this package does not know."""
+    settings = getattr(config, "quantization_config", None)
+    if settings is None:
+        return False
+    if not isinstance(settings, dict) or settings.get("quant_method") != INT8_METHOD:
+        raise ValueError(f"quantization_config: only {{'quant_method': {INT8_METHOD!r}}} is supported, got {settings!r}")
+    return True
+
+
+def int8_weight_keys(config, head="base"):
+    """The checkpoint keys of the weights that are int8 in a quantized model, in key-table order."""
+    prefix = "" if head == "base" else BACKBONE_PREFIX
+    return [f"{prefix}encoder.layer.{i}.{name}.weight" for i in range(config.num_hidden_layers) for name in INT8_LAYERS]
 
 
 def _normalise_prefix(state_dict, head):

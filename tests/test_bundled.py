@@ -109,10 +109,10 @@ def heldout_rows(tokenizer, lines):
                            np.full((n, 1), tokenizer.sep_token_id)], axis=1)           # (N, SEQ_LEN)
 
 
-def test_heldout_accuracy_reproduced_on_the_shipped_slice(model, tokenizer, results):
+def slice_accuracy(model, tokenizer, results):
+    """``(top1, top5, masked targets)`` of ``model`` on the shipped held-out slice, masked as the card masks it."""
     lines = (FOLDER / "heldout_sample.txt").read_text(encoding="utf-8").splitlines()
-    claim = results["heldout_sample"]
-    assert len(lines) == claim["lines"]
+    assert len(lines) == results["heldout_sample"]["lines"]
     rows = heldout_rows(tokenizer, lines)
     rng = np.random.default_rng(results["mask_seed"])
     chosen = (rng.random(rows.shape) < MASK_PROB) & (rows >= 4) & (rows < tokenizer.vocab_size)
@@ -121,13 +121,17 @@ def test_heldout_accuracy_reproduced_on_the_shipped_slice(model, tokenizer, resu
                              for i in range(0, len(rows), 16)])                           # (M, V)
     target = rows[chosen]
     top5 = np.argsort(-logits, axis=-1, kind="stable")[:, :5]
-    top1_acc = float((top5[:, 0] == target).mean())
-    top5_acc = float((top5 == target[:, None]).any(-1).mean())
+    return float((top5[:, 0] == target).mean()), float((top5 == target[:, None]).any(-1).mean()), target
+
+
+def test_heldout_accuracy_reproduced_on_the_shipped_slice(model, tokenizer, results):
+    claim = results["heldout_sample"]
+    top1_acc, top5_acc, target = slice_accuracy(model, tokenizer, results)
     baseline = results["baseline_token_ids"]
     baseline_top1 = float((target == baseline[0]).mean())
     baseline_top5 = float(np.isin(target, baseline[:5]).mean())
 
-    assert chosen.sum() == claim["masked_tokens"]
+    assert len(target) == claim["masked_tokens"]
     assert top1_acc >= 2 * baseline_top1, (top1_acc, baseline_top1)
     assert top5_acc > baseline_top5
     # the slice's own row of the card, up to argmax ties flipped by float rounding

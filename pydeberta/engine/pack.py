@@ -17,22 +17,22 @@ def pack(params, dtype, align=64):
     Args:
         params: checkpoint key -> array-like, or a tensor that reads itself into its place
             (``read_into(out)``, as :class:`pydeberta.checkpoint.SafetensorsTensor`: loading
-            then holds one copy of the weights, not two); dtype: the model's dtype.
+            then holds one copy of the weights, not two); dtype: the model's dtype, or a dict
+            key -> dtype (the int8 weights of a quantized model beside its float32 ones).
     Returns:
-        dict of the same keys -> writable arrays of ``dtype``, each a view of the one buffer.
+        dict of the same keys -> writable arrays of their dtype, each a view of the one buffer.
     """
-    dtype = np.dtype(dtype)
-    step = max(1, align // dtype.itemsize)
-    sizes = {key: math.prod(np.shape(value)) for key, value in params.items()}
+    dtypes = {key: np.dtype(dtype[key] if isinstance(dtype, dict) else dtype) for key in params}
+    sizes = {key: math.prod(np.shape(value)) * dtypes[key].itemsize for key, value in params.items()}  # bytes
     offsets, total = {}, 0
     for key, size in sizes.items():
         offsets[key] = total
-        total += -(-size // step) * step  # rounded up to whole alignment steps
-    buffer = np.empty(total + step, dtype)
-    start = (-buffer.ctypes.data // dtype.itemsize) % step  # first aligned element
+        total += -(-size // align) * align  # rounded up to whole alignment steps
+    buffer = np.empty(total + align, np.uint8)
+    start = -buffer.ctypes.data % align  # first aligned byte
     packed = {}
     for key, value in params.items():
-        view = buffer[start + offsets[key]:start + offsets[key] + sizes[key]].reshape(np.shape(value))
+        view = buffer[start + offsets[key]:start + offsets[key] + sizes[key]].view(dtypes[key]).reshape(np.shape(value))
         if hasattr(value, "read_into"):
             value.read_into(view)
         else:

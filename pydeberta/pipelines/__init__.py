@@ -55,7 +55,7 @@ __all__ = ["pipeline", "Pipeline", "TASKS", "TASK_ALIASES", "FillMaskPipeline", 
            "FeatureExtractionPipeline"]
 
 
-def pipeline(task, model=None, tokenizer=None, batch_size=1, dtype=np.float32, **options):
+def pipeline(task, model=None, tokenizer=None, batch_size=1, dtype=np.float32, quantize=None, **options):
     """A callable running ``task`` with ``model``, as transformers' ``pipeline(task, model=...)``.
 
     Args:
@@ -66,6 +66,7 @@ def pipeline(task, model=None, tokenizer=None, batch_size=1, dtype=np.float32, *
         tokenizer: a pydeberta tokenizer, or a folder / Hub id to load ``DebertaV2TokenizerFast`` from.
         batch_size: model rows per call (results do not depend on it).
         dtype: ``np.float32`` or ``np.float64``, when ``model`` is loaded here.
+        quantize: ``"int8"`` to quantize the model loaded here (``from_pretrained(..., quantize=)``).
         **options: the task's options, used by every call that does not give them.
     Returns:
         The task's :class:`~pydeberta.pipelines.base.Pipeline`.
@@ -83,9 +84,12 @@ def pipeline(task, model=None, tokenizer=None, batch_size=1, dtype=np.float32, *
                          f"{cls.model_class.__name__}")
     if isinstance(model, (str, os.PathLike)):
         folder = resolve_model_folder(model)
-        model = cls.model_class.from_pretrained(folder, dtype=dtype)
+        model = cls.model_class.from_pretrained(folder, dtype=dtype, quantize=quantize)
         if tokenizer is None:
             tokenizer = folder
+    elif quantize is not None:
+        raise ValueError(f"pipeline({task!r}): quantize= applies to a model loaded here; call "
+                         f"model.quantize({quantize!r}) on the model object instead")
     elif tokenizer is None:
         raise ValueError(f"pipeline({task!r}) was given a model object without tokenizer=: pass a tokenizer "
                          "or the folder to load DebertaV2TokenizerFast from")

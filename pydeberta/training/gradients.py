@@ -24,7 +24,7 @@ from ..inputs import as_integer_array, check_labels, prepare_inputs
 from ..losses import cross_entropy_backward
 from ..model import backbone_backward
 from ..modeling import sequence_classification_loss
-from ..weights import flatten
+from ..weights import flatten, is_quantized
 
 LABELS = {"masked_lm": ("labels",), "sequence_classification": ("labels",), "token_classification": ("labels",),
           "multiple_choice": ("labels",), "question_answering": ("start_positions", "end_positions")}
@@ -53,6 +53,9 @@ def value_and_grad(model, rng=None, **batch):
     """
     if model.head not in LABELS:
         raise TypeError(f"value_and_grad needs a task model with a loss, got {type(model).__name__}")
+    if is_quantized(model.config):
+        raise ValueError("value_and_grad: an int8 model has no gradient (its weights are integers); train the "
+                         "float32 model, then quantize it")
     missing = [name for name in LABELS[model.head] if batch.get(name) is None]
     if missing:
         raise ValueError(f"value_and_grad: {type(model).__name__} needs {' and '.join(LABELS[model.head])} for its "
