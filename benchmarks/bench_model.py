@@ -6,6 +6,9 @@ relative table, no absolute positions; vocab cut to 1000) and the same thread co
 
 * pydeberta with every engine backend that is available here (``cython`` when the extension is
   built, ``numpy`` always; ``reference``, the book, on request with ``--engines pydeberta-reference``),
+* ``pydeberta-int8``: the cython backend on the model loaded with ``from_pretrained(folder,
+  quantize="int8")``; its note names the int8 kernel that runs (``backend_info()["int8"]``:
+  ``avx2`` or ``numpy``),
 * ``baseline-cython`` with ``--baseline DIR``: another pydeberta (e.g. an earlier commit,
   ``pip install --no-deps --target DIR .`` from its checkout) imported from ``DIR``, default backend,
   so a change is measured against what it changes in the same run,
@@ -16,17 +19,33 @@ relative table, no absolute positions; vocab cut to 1000) and the same thread co
   the time no implementation whose matrix products are NumPy's can beat (its output is not
   compared),
 * ONNX Runtime when ``onnxruntime`` and ``onnx`` are installed (the transformers model exported
-  once with ``torch.onnx.export`` into the cache folder, CPU provider, ``intra_op`` = threads).
+  once with ``torch.onnx.export`` into the cache folder, CPU provider, ``intra_op`` = threads),
+* ``onnxruntime-int8``: that export through ONNX Runtime's dynamic quantization
+  (``quantize_dynamic``, per-channel ``QInt8`` weights, ORT's default op types: what a user
+  running "ORT dynamic int8" gets), made once into the cache folder. ORT quantizes the MatMuls
+  with a constant weight, six a layer (query, key, value, attention output, FFN in, FFN out:
+  ``MatMulInteger``, their input quantized to uint8 per call by ``DynamicQuantizeLinear``, one
+  shared by query, key and value) and the word-embedding table (int8 ``Gather`` then
+  ``DequantizeLinear``); the attention products and the relative-position projections stay
+  float32 ``MatMul``. The counts are printed when the file is made and in the engine's note.
+  ORT's pre-processing (``quant_pre_process``, which ``quantize_dynamic`` advises in a warning)
+  is not run: its symbolic shape inference fails on this export ("Incomplete symbolic shape
+  inference": it cannot broadcast an ``If`` node's output with N). With ``auto_merge=True`` it
+  passes after minutes, and with ``skip_symbolic_shape=True`` in seconds, but the quantized graph
+  has the same integer ops either way (and without symbolic shapes the same outputs as without
+  pre-processing).
 
 Time: each engine runs in its own worker process (its own BLAS / OpenMP thread pools: in one
 process, the pools of NumPy's OpenBLAS and of torch slow each other down, by ~25% for torch at
 B=1 N=128 here). After a warm-up the workers take turns call by call (``--repeats`` rounds, a
 short pause between turns so the last engine's threads are asleep), so a noisy neighbour slows
-all engines alike. Reported: the median and fastest call, and the ratios to transformers and to
-ONNX Runtime, each the median over rounds of (this engine's time / the other's time in the same
-round), which a slow
-phase of the host lasting a few rounds leaves alone. Every
-engine's last hidden state is compared with transformers' (largest absolute difference).
+all engines alike. Reported: the median and fastest call, and the ratios to transformers, to
+ONNX Runtime and to ``onnxruntime-int8`` (and, for ``pydeberta-int8``, to ``pydeberta-cython``,
+its float32 self, on a line under the table), each the median over rounds of (this engine's time
+/ the other's time in the same round), which a slow phase of the host lasting a few rounds
+leaves alone. Every engine's last hidden state is compared with transformers' (largest absolute
+difference; for the int8 engines, whose differences are large by design, also the cosine
+similarity of the flattened outputs).
 
 Memory: each engine runs again in a fresh subprocess (``--memory-worker``) that loads the
 model, reads its resident set size (``VmRSS``), resets the kernel's high-water mark
@@ -43,7 +62,8 @@ Usage::
 
     python benchmarks/bench_model.py                       # the three shapes, every engine
     python benchmarks/bench_model.py --shapes 1x128 --repeats 5 --engines pydeberta-cython,transformers
-    python benchmarks/bench_model.py --json results.json   # also write the figures
+    python benchmarks/bench_model.py --engines pydeberta-cython,pydeberta-int8,onnxruntime-int8   # int8
+    python benchmarks/bench_model.py --json results.json   # also write the figures and the engines' notes
     python benchmarks/bench_model.py --shapes 1x128 --load 1   # with one competing busy process
 """
 
@@ -56,10 +76,10 @@ import tempfile
 import time
 
 ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-cython-nocache", "pydeberta-numpy",
-           "pydeberta-reference", "baseline-cython",
-           "transformers", "onnxruntime", "blas-floor")
-DEFAULT_ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "transformers", "onnxruntime",
-                   "blas-floor")
+           "pydeberta-reference", "pydeberta-int8", "baseline-cython",
+           "transformers", "onnxruntime", "onnxruntime-int8", "blas-floor")
+DEFAULT_ENGINES = ("pydeberta-cython", "pydeberta-cython-t16", "pydeberta-numpy", "pydeberta-int8", "transformers",
+                   "onnxruntime", "onnxruntime-int8", "blas-floor")
 # Environment of an engine's worker processes, on top of this script's: ``pydeberta-cython-t16`` is
 # the cython backend with NumPy's OpenBLAS told to let its idle worker sleep after ~2^16 cycles
 # instead of spinning ~0.1 s (read when NumPy loads; the README's "Fast paths" explains why).
@@ -157,6 +177,32 @@ def onnx_path(cache_dir, folder):
     return path
 
 
+def onnx_int8_path(cache_dir, folder):
+    """ONNX Runtime's dynamic int8 quantization of :func:`onnx_path`'s model, made once next to it."""
+    fp32 = onnx_path(cache_dir, folder)
+    path = os.path.splitext(fp32)[0] + "-int8.onnx"
+    if not os.path.exists(path):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(model_input=fp32, model_output=path + ".tmp", per_channel=True, weight_type=QuantType.QInt8)
+        os.replace(path + ".tmp", path)
+        print(f"quantized {fp32} -> {path} (no quant_pre_process, see the module docstring): {quantized_ops(path)}",
+              flush=True)
+    return path
+
+
+def quantized_ops(path):
+    """How many nodes of each integer / (de)quantizing op type the ONNX graph at ``path`` has, and
+    how many float32 MatMuls are left."""
+    import collections
+
+    import onnx
+
+    counts = collections.Counter(node.op_type for node in onnx.load(path).graph.node)
+    return ", ".join(f"{'float MatMul' if op == 'MatMul' else op} {n}" for op, n in sorted(counts.items())
+                     if op == "MatMul" or "Integer" in op or "quantize" in op.lower() or op.startswith("Q"))
+
+
 # ------------------------------------------------------------------------------------------ engines
 def pydeberta_backends():
     """``(available backends, use_backend)`` of the pydeberta this process imports; older
@@ -171,20 +217,30 @@ def pydeberta_backends():
 def load_engine(name, folder, cache_dir, threads):
     """``(forward(ids, mask) -> last_hidden_state ndarray, note)``, or ``(None, reason)``."""
     if name.startswith("pydeberta-") or name == "baseline-cython":
-        backend = name.split("-")[1]
+        backend = "cython" if name == "pydeberta-int8" else name.split("-")[1]
         available, use_backend = pydeberta_backends()
         if backend not in available:
             return None, f"backend {backend!r} not available here"
         import pydeberta
 
-        model = pydeberta.DebertaV2Model.from_pretrained(folder)
+        if name == "pydeberta-int8":
+            try:
+                model = pydeberta.DebertaV2Model.from_pretrained(folder, quantize="int8")
+            except (TypeError, AttributeError) as exc:
+                return None, f"from_pretrained(quantize='int8') not available here: {exc}"
+            from pydeberta.engine import backend_info
+
+            kernel = f"int8 kernel {backend_info().get('int8')}"
+        else:
+            model = pydeberta.DebertaV2Model.from_pretrained(folder)
+            kernel = ""
 
         def forward(ids, mask):
             with use_backend(backend):
                 return model(input_ids=ids, attention_mask=mask).last_hidden_state
         timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
         where = f"from {os.path.dirname(os.path.dirname(pydeberta.__file__))}" if name == "baseline-cython" else ""
-        return forward, " ".join(filter(None, [where, f"OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""]))
+        return forward, " ".join(filter(None, [where, kernel, f"OPENBLAS_THREAD_TIMEOUT={timeout}" if timeout else ""]))
     if name == "transformers":
         import torch
         import transformers
@@ -196,7 +252,7 @@ def load_engine(name, folder, cache_dir, threads):
             with torch.inference_mode():
                 return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
         return forward, f"torch {torch.__version__}, transformers {transformers.__version__}"
-    if name == "onnxruntime":
+    if name in ("onnxruntime", "onnxruntime-int8"):
         try:
             import onnx  # noqa: F401  (torch.onnx.export needs it)
             import onnxruntime as ort
@@ -205,11 +261,13 @@ def load_engine(name, folder, cache_dir, threads):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(onnx_path(cache_dir, folder), options, providers=["CPUExecutionProvider"])
+        path = onnx_int8_path(cache_dir, folder) if name == "onnxruntime-int8" else onnx_path(cache_dir, folder)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
         def forward(ids, mask):
             return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        return forward, f"onnxruntime {ort.__version__}"
+        quantized = f", dynamic int8 (per-channel QInt8): {quantized_ops(path)}" if name == "onnxruntime-int8" else ""
+        return forward, f"onnxruntime {ort.__version__}{quantized}"
     if name == "blas-floor":
         # Not a model: only the six weight products of every layer (query, key, value, attention
         # output, FFN in, FFN out, with their biases) through the engine's linear, i.e. NumPy's BLAS.
@@ -353,11 +411,12 @@ def environment():
 
 def main(args):
     folder = model_folder(args.cache_dir)
-    if "onnxruntime" in args.engines:
-        try:
-            onnx_path(args.cache_dir, folder)
-        except ImportError:
-            pass  # the worker reports it as not installed
+    try:
+        for engine, make in (("onnxruntime", onnx_path), ("onnxruntime-int8", onnx_int8_path)):
+            if engine in args.engines:
+                make(args.cache_dir, folder)
+    except ImportError:
+        pass  # the worker reports it as not installed
     workers = {}
     for name in args.engines:
         worker = Worker(name, args)
@@ -368,6 +427,7 @@ def main(args):
             worker.close()
     env = environment()
     print("environment:", json.dumps(env, default=str), flush=True)
+    notes = {name: worker.note for name, worker in workers.items()}
 
     results = []
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
@@ -385,7 +445,7 @@ def main(args):
           + (f" ({args.load} busy processes during the timing)" if args.load else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "results": results}, f, indent=1, default=str)
+            json.dump({"environment": env, "engines": notes, "results": results}, f, indent=1, default=str)
 
 
 def measure_shapes(workers, args, results):
@@ -404,14 +464,24 @@ def measure_shapes(workers, args, results):
             reference = np.load(saved["transformers"]) if "transformers" in workers else None
             rows = []
             for name in workers:
-                rows.append({"B": B, "N": N, "engine": name, "median_ms": float(np.median(times[name])) * 1e3,
-                             "min_ms": min(times[name]) * 1e3, "times_ms": [t * 1e3 for t in times[name]],
-                             "max_abs_diff": None if reference is None or name == "blas-floor" else
-                             float(np.abs(np.load(saved[name]) - reference).max())})
+                row = {"B": B, "N": N, "engine": name, "median_ms": float(np.median(times[name])) * 1e3,
+                       "min_ms": min(times[name]) * 1e3, "times_ms": [t * 1e3 for t in times[name]],
+                       "max_abs_diff": None, "cosine": None}
+                if reference is not None and name != "blas-floor":
+                    out = np.load(saved[name])
+                    row["max_abs_diff"] = float(np.abs(out - reference).max())
+                    if name.endswith("-int8"):
+                        a, b = out.ravel().astype(np.float64), reference.ravel().astype(np.float64)
+                        row["cosine"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+                rows.append(row)
             for r in rows:
                 # Each round's time over the competitor's time in the same round, then the median:
                 # a slow phase of the host, lasting a few rounds, cancels out of the ratio.
-                for key, competitor in (("ratio", "transformers"), ("ratio_ort", "onnxruntime")):
+                competitors = [("ratio", "transformers"), ("ratio_ort", "onnxruntime"),
+                               ("ratio_ort_int8", "onnxruntime-int8")]
+                if r["engine"] == "pydeberta-int8":
+                    competitors.append(("ratio_f32", "pydeberta-cython"))
+                for key, competitor in competitors:
                     base = times.get(competitor)
                     r[key] = None if base is None else float(np.median(np.array(times[r["engine"]]) / np.array(base)))
             if not args.no_memory:
@@ -425,15 +495,20 @@ def print_table(rows):
     B, N = rows[0]["B"], rows[0]["N"]
     print(f"\nB={B} N={N}")
     print(f"  {'engine':20s} {'median ms':>10s} {'min ms':>9s} {'x transformers':>15s} {'x onnxruntime':>14s} "
-          f"{'fwd peak MiB':>13s} {'total peak MiB':>15s} {'max |diff|':>10s}")
+          f"{'x ort-int8':>11s} {'fwd peak MiB':>13s} {'total peak MiB':>15s} {'max |diff|':>10s} {'cosine':>9s}")
     for r in rows:
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
         ratio_ort = "-" if r.get("ratio_ort") is None else f"{r['ratio_ort']:.3f}"
+        ratio_ort_int8 = "-" if r.get("ratio_ort_int8") is None else f"{r['ratio_ort_int8']:.3f}"
         fwd = f"{r['forward_mib']:.0f}" if "forward_mib" in r else r.get("error", "-")
         total = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        print(f"  {r['engine']:20s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {ratio_ort:>14s} {fwd:>13s} "
-              f"{total:>15s} {diff:>10s}")
+        cosine = "-" if r["cosine"] is None else f"{r['cosine']:.6f}"
+        print(f"  {r['engine']:20s} {r['median_ms']:10.1f} {r['min_ms']:9.1f} {ratio:>15s} {ratio_ort:>14s} "
+              f"{ratio_ort_int8:>11s} {fwd:>13s} {total:>15s} {diff:>10s} {cosine:>9s}")
+    for r in rows:
+        if r.get("ratio_f32") is not None:
+            print(f"  {r['engine']} x pydeberta-cython (its float32 self, same rounds): {r['ratio_f32']:.3f}")
     sys.stdout.flush()
 
 
