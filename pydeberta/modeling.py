@@ -49,7 +49,10 @@ def quantize_params(params, keys):
     beside it (:func:`pydeberta.quantization.quantize_weight`)."""
     params = dict(params)
     for key in keys:
-        params[key], params[key[:-len("weight")] + "weight_scale"] = quantize_weight(np.asarray(params[key], np.float32))
+        try:
+            params[key], params[key[:-len("weight")] + "weight_scale"] = quantize_weight(params[key])
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
     return params
 
 
@@ -94,15 +97,20 @@ class DebertaV2PreTrainedModel:
 
     def param_dtypes(self, params):
         """Checkpoint key -> dtype the model holds it in: the model's dtype, int8 for the int8
-        weights of a quantized model (``TypeError`` when ``params`` has those in another dtype)."""
+        weights of a quantized model (``TypeError`` when ``params`` has those in another dtype, or
+        int8 weights come without a quantized config)."""
         dtypes = dict.fromkeys(params, self.dtype)
-        if is_quantized(self.config):
-            for key in int8_weight_keys(self.config, self.head):
-                value = params[key]
-                if (value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype) != np.int8:
-                    raise TypeError(f"{key}: a quantized model's weight must be int8, got {np.asarray(value).dtype} "
-                                    f"(load the float checkpoint and quantize it)")
-                dtypes[key] = np.dtype(np.int8)
+        quantized = is_quantized(self.config)
+        for key in int8_weight_keys(self.config, self.head):
+            value = params[key]
+            is_int8 = (value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype) == np.int8
+            if quantized and not is_int8:
+                raise TypeError(f"{key}: a quantized model's weight must be int8, got {np.asarray(value).dtype} "
+                                f"(load the float checkpoint and quantize it)")
+            if is_int8 and not quantized:  # int8 numbers without their scales are not the weights
+                raise TypeError(f"{key} is int8 but the config has no quantization_config: the folder's config.json "
+                                f"does not match its weights")
+            dtypes[key] = np.dtype(np.int8) if quantized else self.dtype
         return dtypes
 
     def quantize(self, method="int8"):

@@ -31,7 +31,8 @@ def quantize_symmetric(x):
 
         scale = max|x| / 127          q = clip(round_half_even(x / scale), -127, 127)
 
-    A row of zeros gets scale 0 and q 0. ``x`` must be finite float32.
+    A row of zeros gets scale 0 and q 0. A row holding a NaN or an infinity gets scale NaN and
+    q 0, so what comes out of it (:func:`quantized_linear`) is NaN, as in float32, never a number.
 
     Shapes: ``x [..., in]`` -> ``(q int8 [..., in], scale float32 [...])``.
 
@@ -40,15 +41,22 @@ def quantize_symmetric(x):
     (array([[  50, -127,    0]], dtype=int8), array([0.01], dtype=float32))
     """
     x = np.asarray(x, np.float32)
-    scale = np.abs(x).max(axis=-1, initial=np.float32(0)) / np.float32(QMAX)  # [...]
-    divisor = np.where(scale > 0, scale, np.float32(1))[..., None]  # [..., 1]
-    q = np.clip(np.rint(x / divisor), -QMAX, QMAX).astype(np.int8)  # [..., in]
-    return q, scale
+    finite = np.isfinite(x).all(axis=-1)  # [...]
+    scale = np.where(finite, np.abs(x).max(axis=-1, initial=np.float32(0), where=np.isfinite(x)) / np.float32(QMAX),
+                     np.float32(np.nan))  # [...]
+    divisor = np.where(scale > 0, scale, np.float32(1))[..., None]  # [..., 1]: NaN > 0 is False
+    q = np.clip(np.rint(np.where(finite[..., None], x, 0) / divisor), -QMAX, QMAX).astype(np.int8)  # [..., in]
+    return q, scale.astype(np.float32)
 
 
 def quantize_weight(weight):
     """Per-output-channel symmetric int8 weights: :func:`quantize_symmetric` of each row of the
-    ``nn.Linear`` weight ``[out, in]``; returns ``(weight int8 [out, in], weight_scale float32 [out])``."""
+    ``nn.Linear`` weight ``[out, in]``; returns ``(weight int8 [out, in], weight_scale float32 [out])``.
+    ``ValueError`` for a weight with NaN or infinite values (they have no int8 form)."""
+    weight = np.asarray(weight, np.float32)
+    if not np.isfinite(weight).all():
+        raise ValueError(f"quantize_weight: the weight has {np.size(weight) - np.isfinite(weight).sum()} NaN or "
+                         f"infinite values; only finite weights can be quantized")
     return quantize_symmetric(weight)
 
 

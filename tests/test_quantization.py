@@ -97,6 +97,26 @@ def test_quantize_stays_in_range_and_within_half_a_step(x):
     assert np.all(np.where(normal, error <= 0.5 * scale[..., None] * (1 + 1e-5), error <= np.abs(x).max(initial=0)))
 
 
+def test_a_row_with_nan_or_infinity_gives_nan_never_a_number():
+    x = np.array([[1, np.nan, 2], [np.inf, 1, 1], [-np.inf, 0, 0], [1, 2, -4]], np.float32)
+    q, scale = quantization.quantize_symmetric(x)
+    np.testing.assert_array_equal(q[:3], 0)
+    assert np.isnan(scale[:3]).all() and scale[3] == np.float32(4) / 127
+    w, w_scale = quantization.quantize_weight(np.ones((2, 3), np.float32))
+    y = quantization.quantized_linear(x, w, w_scale, np.ones(2, np.float32))
+    assert np.isnan(y[:3]).all() and np.isfinite(y[3]).all()
+
+
+def test_quantizing_a_weight_with_nan_names_the_layer():
+    model = pydeberta.DebertaV2ForMaskedLM.from_pretrained(TINY)
+    key = "deberta.encoder.layer.2.intermediate.dense.weight"
+    weight = np.array(model.params[key])
+    weight[0, 0] = np.nan
+    model.load_state_dict({key: weight}, strict=False)
+    with pytest.raises(ValueError, match=rf"{key}: quantize_weight: the weight has 1 NaN or infinite values"):
+        model.quantize("int8")
+
+
 @given(st.integers(1, 6), st.integers(0, 3000), st.integers(1, 6), st.integers(0, 2**32 - 1))
 @example(M=2, K=3000, N=2, seed=0)
 def test_integer_matmul_equals_int64_product(M, K, N, seed):
@@ -137,7 +157,9 @@ def test_quantized_weight_is_close_to_the_float_weight():
 SPECIAL = {"ties": lambda x: np.round(x * 4) / 4,            # many x / scale at exact halves
            "zero_rows": lambda x: x * (np.arange(len(x)) % 3 != 0)[:, None],
            "subnormal": lambda x: x * np.float32(1e-39),     # scales and values below float32's normal range
-           "huge": lambda x: x * np.float32(1e37)}
+           "huge": lambda x: x * np.float32(1e37),
+           "nonfinite": lambda x: np.where((np.arange(x.size) % 7 == 3).reshape(x.shape),
+                                           np.array([np.nan, np.inf, -np.inf], np.float32)[np.arange(x.size).reshape(x.shape) % 3], x)}
 
 
 @needs_compiled
@@ -149,6 +171,7 @@ SPECIAL = {"ties": lambda x: np.round(x * 4) / 4,            # many x / scale at
 @example(M=50, K=17, N=49, with_bias=True, transposed=True, special="zero_rows", threads=2, seed=2)
 @example(M=97, K=1, N=1, with_bias=True, transposed=False, special="subnormal", threads=2, seed=3)
 @example(M=4, K=0, N=5, with_bias=True, transposed=False, special=None, threads=1, seed=4)
+@example(M=9, K=40, N=4, with_bias=True, transposed=False, special="nonfinite", threads=2, seed=5)
 def test_kernel_equals_book_bit_for_bit(M, K, N, with_bias, transposed, special, threads, seed):
     x, weight, scale, bias = weights_and_input(M, K, N, seed)
     if special:
@@ -276,6 +299,15 @@ def test_save_and_load_round_trip(tiny_int8, tmp_path):
     np.testing.assert_array_equal(loaded(input_ids=ids).logits, tiny_int8(input_ids=ids).logits)
     assert pickle.loads(pickle.dumps(loaded)).params.keys() == loaded.params.keys()
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(loaded))(input_ids=ids).logits, loaded(input_ids=ids).logits)
+
+
+def test_int8_weights_without_their_config_are_refused(tiny_int8, tmp_path):
+    tiny_int8.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["quantization_config"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TypeError, match="is int8 but the config has no quantization_config"):
+        pydeberta.DebertaV2ForMaskedLM.from_pretrained(tmp_path)
 
 
 def test_transformers_refuses_the_quantized_folder(tiny_int8, tmp_path):

@@ -28,6 +28,8 @@
 #define PYDEBERTA_INT8_GEMM_H
 
 #include <stddef.h>
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 
 #define PYD_INT8_QMAX 127
@@ -48,21 +50,33 @@ static int pyd_int8_have_avx2(void)
 #include <immintrin.h>
 #define PYD_AVX2 __attribute__((target("avx2")))
 
-/* One row: scale = max|x| / 127; q = clip(round_half_even(x / (scale or 1)), -127, 127). */
+/* One row: scale = max|x| / 127; q = clip(round_half_even(x / (scale or 1)), -127, 127); a row
+ * with a NaN or an infinity gets scale NaN and q 0 (so its outputs are NaN), as the reference. */
 PYD_AVX2 static void pyd_int8_quantize_row(const float *x, ptrdiff_t K, int8_t *q, ptrdiff_t ldq, float *scale)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 vmax = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f), largest = _mm256_set1_ps(FLT_MAX);
+    __m256 vmax = _mm256_setzero_ps(), nonfinite = _mm256_setzero_ps();
     ptrdiff_t i = 0;
-    for (; i + 8 <= K; i += 8)
-        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    for (; i + 8 <= K; i += 8) {
+        __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i));
+        nonfinite = _mm256_or_ps(nonfinite, _mm256_cmp_ps(a, largest, _CMP_NLE_UQ));  /* NaN or inf */
+        vmax = _mm256_max_ps(vmax, a);
+    }
     float lanes[8], amax = 0.0f;
+    int bad = _mm256_movemask_ps(nonfinite) != 0;
     _mm256_storeu_ps(lanes, vmax);
     for (int l = 0; l < 8; l++)
         amax = lanes[l] > amax ? lanes[l] : amax;
     for (; i < K; i++) {
         float a = x[i] < 0 ? -x[i] : x[i];
+        bad |= !(a <= FLT_MAX);
         amax = a > amax ? a : amax;
+    }
+    if (bad) {
+        *scale = NAN;
+        for (i = 0; i < ldq; i++)
+            q[i] = 0;
+        return;
     }
     float s = amax / (float)PYD_INT8_QMAX;
     *scale = s;
