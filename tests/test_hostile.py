@@ -545,10 +545,11 @@ def test_pipeline_inputs_that_are_not_text_are_named(worker, task_folders, task,
 
 
 @pytest.mark.parametrize("case, args, kwargs, error, fragment", [
-    ("load_model", (), {"quantize": "int8"}, TypeError, "unexpected keyword argument(s) ['quantize']"),
+    ("load_model", (), {"load_in_8bit": True}, TypeError, "unexpected keyword argument(s) ['load_in_8bit']"),
+    ("load_model", (), {"quantize": "int4"}, ValueError, "quantize: method must be 'int8', got 'int4'"),
     ("load_model", (), {"num_hidden_layer": 3}, TypeError, "['num_hidden_layer']"),
     ("load_model", (), {"dtype": "float16"}, ValueError, "dtype must be float32 or float64"),
-    ("load_model", (), {"class_name": "AutoModelForMaskedLM", "quantize": "int8"}, TypeError, "['quantize']"),
+    ("load_model", (), {"class_name": "AutoModelForMaskedLM", "load_in_8bit": True}, TypeError, "['load_in_8bit']"),
     ("load_tokenizer", (), {"do_lower_case": "yes"}, TypeError, "do_lower_case must be True or False"),
     ("load_tokenizer", (), {"class_name": "AutoTokenizer", "mask_token": 5}, TypeError, "mask_token must be a str"),
     ("relative_index", (4.5, 4, 2), {}, TypeError, "query_size must be an integer, got float 4.5"),

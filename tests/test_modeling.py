@@ -291,8 +291,8 @@ def test_from_pretrained_refuses_keywords_it_would_ignore(tmp_path):
     """transformers raises TypeError for a keyword that is neither a config field nor an option;
     storing it as a new field would silently ignore it (e.g. a misspelt option)."""
     pydeberta.DebertaV2Model(pydeberta.DebertaV2Config(**V3_LIKE), seed=0).save_pretrained(tmp_path)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['quantize'\]"):
-        pydeberta.DebertaV2Model.from_pretrained(tmp_path, quantize="int8")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['load_in_8bit'\]"):
+        pydeberta.DebertaV2Model.from_pretrained(tmp_path, load_in_8bit=True)
     with pytest.raises(TypeError, match="not both"):
         pydeberta.DebertaV2Model.from_pretrained(tmp_path, config=pydeberta.DebertaV2Config(**V3_LIKE), num_labels=3)
     model = pydeberta.DebertaV2ForSequenceClassification.from_pretrained(tmp_path, num_labels=3, layer_norm_eps=1e-5)
