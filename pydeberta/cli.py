@@ -338,6 +338,7 @@ def run_inspect(args):
     from .checkpoint import read_state_dict
     from .hub import resolve_model_folder
     from .config import DebertaV2Config
+    from .weights import is_quantized
 
     folder = resolve_model_folder(args.model)
     config = DebertaV2Config.from_pretrained(folder)
@@ -359,7 +360,9 @@ def run_inspect(args):
         "pos_att_type": sorted(config.pos_att), "share_att_key": config.share_att_key,
         "conv_kernel_size": config.conv_kernel_size,
         "parameters": {**groups, "total": total},
-        "checkpoint_dtype_loaded_as": stored, "compute_dtype": "float32 (float64 with dtype=np.float64)",
+        "checkpoint_dtype_loaded_as": stored,
+        "compute_dtype": ("float32, the encoder's linear layers in int8 (quantized)" if is_quantized(config)
+                          else "float32 (float64 with dtype=np.float64; int8 with quantize='int8')"),
         "backend": backend_info(),
     }
     if args.json:

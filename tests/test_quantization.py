@@ -372,3 +372,14 @@ def test_bundled_model_keeps_its_heldout_accuracy_in_int8(tiny_int8):
     int8_top1, int8_top5, _ = slice_accuracy(tiny_int8, tokenizer, results)
     assert abs(int8_top1 - float_top1) <= 0.01 and abs(int8_top5 - float_top5) <= 0.01, (
         (float_top1, float_top5), (int8_top1, int8_top5))
+
+
+def test_inspect_says_a_folder_is_int8(tiny_int8, tmp_path, capsys):
+    from pydeberta.cli import main
+
+    tiny_int8.save_pretrained(tmp_path)
+    assert main(["inspect", str(tmp_path), "--json"]) in (0, None)
+    info = json.loads(capsys.readouterr().out)
+    assert info["checkpoint_dtype_loaded_as"] == ["float32", "int8"]
+    assert info["compute_dtype"] == "float32, the encoder's linear layers in int8 (quantized)"
+
