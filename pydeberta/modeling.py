@@ -134,11 +134,17 @@ class DebertaV2PreTrainedModel:
         config = DebertaV2Config.from_dict(self.config.to_dict(), quantization_config={
             "quant_method": INT8_METHOD, "weights": "int8, symmetric, per output channel",
             "activations": "int8, symmetric, per row, quantized at each call", "accumulation": "int32"})
+        source = self._source if self._source is not None and self._source.unchanged(self.params) else None
         params = quantize_params(self.params, int8_weight_keys(config, self.head))
         self.config = config
         self.tree = unflatten(pack(params, self.param_dtypes(params)))
         self._engine = None
-        self._source = None  # no longer what the folder holds
+        self._source = None
+        if source is not None:  # still its folder's weights, quantized: pickled as the folder and "int8"
+            loaded = self.params
+            for array in loaded.values():
+                array.flags.writeable = False
+            self._source = Source(source.folder, source.config, source.dtype, loaded, quantize=method)
         return self
 
     @classmethod
@@ -186,7 +192,7 @@ class DebertaV2PreTrainedModel:
         :mod:`pydeberta.sharing`); by value (config and arrays) otherwise."""
         if self._source is not None and self._source.unchanged(self.params):
             source = self._source
-            return load_shared, (type(self), source.folder, source.config, source.dtype, source.digest())
+            return load_shared, (type(self), source.folder, source.config, source.dtype, source.digest(), source.quantize)
         return rebuild, (type(self), self.config.to_dict(), self.params, self.dtype.name)
 
     def save_pretrained(self, folder):

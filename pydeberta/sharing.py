@@ -9,8 +9,9 @@ those arrays, writes only the folder, the config and a digest of the weights (a 
 not the weights); unpickling loads the folder through :func:`load_shared`, which keeps the
 models it made, so a worker process that receives the same model for many tasks loads it once,
 and checks the digest, so a folder that changed (or differs on another machine) is an error,
-never a silently different model. Any other model is pickled by value: config, dtype and every
-array.
+never a silently different model. A model quantized after loading (``quantize="int8"``) is
+pickled the same way, with the quantization to redo (deterministic, so the digest of its int8
+weights checks it too). Any other model is pickled by value: config, dtype and every array.
 """
 
 import functools
@@ -35,13 +36,15 @@ def weights_digest(params):
 
 @dataclass
 class Source:
-    """Where a loaded model came from: ``folder`` (str), ``config`` (dict), ``dtype`` (name), and
-    ``arrays``, its parameters as loaded (key -> the very array objects, read-only)."""
+    """Where a loaded model came from: ``folder`` (str), ``config`` (dict), ``dtype`` (name),
+    ``arrays``, its parameters as loaded (key -> the very array objects, read-only), and
+    ``quantize``, the quantization applied after loading (None or ``"int8"``)."""
 
     folder: str
     config: dict
     dtype: str
     arrays: dict
+    quantize: str = None
     _digest: str = field(default=None, repr=False)
 
     def unchanged(self, params):
@@ -56,20 +59,21 @@ class Source:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(cls, folder, config_json, dtype):
-    model = cls.from_pretrained(folder, config=DebertaV2Config.from_dict(json.loads(config_json)), dtype=dtype)
+def _load(cls, folder, config_json, dtype, quantize):
+    model = cls.from_pretrained(folder, config=DebertaV2Config.from_dict(json.loads(config_json)), dtype=dtype,
+                                quantize=quantize)
     return model, model._source.digest()  # kept on the model: pickling it again does not hash again
 
 
-def load_shared(cls, folder, config, dtype, digest):
-    """The model ``cls.from_pretrained(folder, config=config, dtype=dtype)``, loaded once per
-    process for the same arguments (the last four kept), after checking that its weights'
-    digest is ``digest``.
+def load_shared(cls, folder, config, dtype, digest, quantize=None):
+    """The model ``cls.from_pretrained(folder, config=config, dtype=dtype, quantize=quantize)``,
+    loaded once per process for the same arguments (the last four kept), after checking that its
+    weights' digest is ``digest``.
 
     Raises:
         ValueError: the folder's weights are not the ones the model was pickled with.
     """
-    model, found = _load(cls, folder, json.dumps(config, sort_keys=True), dtype)
+    model, found = _load(cls, folder, json.dumps(config, sort_keys=True), dtype, quantize)
     if found != digest:
         raise ValueError(f"{folder} no longer holds the weights this {cls.__name__} was pickled with (digest "
                          f"{found[:12]}..., expected {digest[:12]}...): the folder changed, or differs on this "

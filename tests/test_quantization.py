@@ -383,3 +383,16 @@ def test_inspect_says_a_folder_is_int8(tiny_int8, tmp_path, capsys):
     assert info["checkpoint_dtype_loaded_as"] == ["float32", "int8"]
     assert info["compute_dtype"] == "float32, the encoder's linear layers in int8 (quantized)"
 
+
+def test_a_model_quantized_after_loading_pickles_as_its_folder(tiny_int8):
+    """A few kilobytes (folder, config, "int8" and the int8 weights' digest), not the weights; the
+    unpickled model is quantized again from the folder and equal bit for bit."""
+    data = pickle.dumps(tiny_int8)
+    assert len(data) < 20_000
+    again = pickle.loads(data)
+    assert again.config.quantization_config == tiny_int8.config.quantization_config
+    for key, value in tiny_int8.params.items():
+        np.testing.assert_array_equal(again.params[key], value, err_msg=key)
+    changed = pydeberta.DebertaV2ForMaskedLM.from_pretrained(TINY, quantize="int8")
+    changed.tree["lm_predictions"]["lm_head"]["bias"] = changed.tree["lm_predictions"]["lm_head"]["bias"] + 1
+    assert len(pickle.dumps(changed)) > 1_000_000  # a changed model goes by value
