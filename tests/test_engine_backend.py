@@ -28,6 +28,9 @@ def test_the_extension_is_built_when_required():
     assert info["compiled"], f"PYDEBERTA_REQUIRE_EXTENSION=1 but the compiled kernels did not import: {info['reason']}"
     assert info["backend"] == "cython" and info["openmp"], info
     assert all(".engine._cy_" in name or name.endswith("kernels.linear") for name in info["kernels"].values()), info
+    with open("/proc/cpuinfo") as cpuinfo:  # CI's machines are x86-64 Linux
+        if " avx2" in cpuinfo.read():
+            assert info["int8"] == "avx2", info  # so the int8 kernel tests run rather than skip
 
 
 def test_use_backend_switches_and_restores():
