@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parents[1]
 TUTORIALS = REPO / "tutorials"
 NAMES = ["00_tour", "01_tokenizer", "02_relative_positions", "03_disentangled_attention", "04_ngie_conv",
-         "05_heads_and_pipelines", "06_fidelity", "07_fast_paths", "08_after_attention", "09_backward"]
+         "05_heads_and_pipelines", "06_fidelity", "07_fast_paths", "08_after_attention", "09_backward", "10_int8"]
 CELL_TIMEOUT = 300  # seconds per cell; the slowest cell (07's timing table) takes a few seconds
 
 
