@@ -141,11 +141,17 @@ class DebertaV2PreTrainedModel:
         self._engine = None
         self._source = None
         if source is not None:  # still its folder's weights, quantized: pickled as the folder and "int8"
-            loaded = self.params
-            for array in loaded.values():
-                array.flags.writeable = False
-            self._source = Source(source.folder, source.config, source.dtype, loaded, quantize=method)
+            self._remember_source(source.folder, source.config, quantize=method)
         return self
+
+    def _remember_source(self, folder, config, quantize=None):
+        """Make the parameters read-only and record where they came from (:class:`~pydeberta.sharing.Source`:
+        the folder, the config dict it was loaded with, the quantization applied after), so that
+        the model pickles as its folder while they stay (see :mod:`pydeberta.sharing`)."""
+        loaded = self.params
+        for array in loaded.values():
+            array.flags.writeable = False
+        self._source = Source(folder, config, self.dtype.name, loaded, quantize=quantize)
 
     @classmethod
     def check_config(cls, config):
@@ -180,10 +186,7 @@ class DebertaV2PreTrainedModel:
         state_dict = read_state_dict(folder, lazy=True)  # weights read straight into the model's buffer
         params = match_state_dict(state_dict, config, cls.head, source=str(folder))
         model = cls(config, params=params, dtype=dtype)
-        loaded = model.params
-        for array in loaded.values():
-            array.flags.writeable = False  # what pickling by folder relies on (see pydeberta.sharing)
-        model._source = Source(str(folder), config.to_dict(), model.dtype.name, loaded)
+        model._remember_source(str(folder), config.to_dict())
         return model if quantize is None else model.quantize(quantize)
 
     def __reduce__(self):
