@@ -53,6 +53,10 @@ class Kernels(NamedTuple):
     gelu: Callable
     layer_norm: Callable
     disentangled_attention_probs: Callable
+    linear_backward: Callable
+    gelu_backward: Callable
+    layer_norm_backward: Callable
+    disentangled_attention_probs_backward: Callable
 
     def dense(self, x, module):
         """A linear layer's parameters ``module`` (``weight``, ``bias``, and ``weight_scale`` when
@@ -79,11 +83,15 @@ def _import_compiled():
 _COMPILED, _UNAVAILABLE = _import_compiled()
 
 KERNELS = {"numpy": Kernels(kernels.linear, quantization.quantized_linear, kernels.gelu, kernels.layer_norm,
-                            kernels.disentangled_attention_probs)}
+                            kernels.disentangled_attention_probs, kernels.linear_backward, kernels.gelu_backward,
+                            kernels.layer_norm_backward, kernels.disentangled_attention_probs_backward)}
 if _COMPILED is not None:
     KERNELS["cython"] = Kernels(kernels.linear, _COMPILED["_cy_int8"].quantized_linear, _COMPILED["_cy_functional"].gelu,
                                 _COMPILED["_cy_functional"].layer_norm,
-                                _COMPILED["_cy_attention"].disentangled_attention_probs)
+                                _COMPILED["_cy_attention"].disentangled_attention_probs, kernels.linear_backward,
+                                _COMPILED["_cy_functional"].gelu_backward,
+                                _COMPILED["_cy_functional"].layer_norm_backward,
+                                _COMPILED["_cy_attention"].disentangled_attention_probs_backward)
 
 
 def max_threads():
@@ -215,6 +223,13 @@ def activation(name, kernel_set):
     exact GELU, else the book's function."""
     function = functional.get_activation(name)
     return kernel_set.gelu if function is functional.gelu else function
+
+
+def activation_backward(name, kernel_set):
+    """The engine's backward of :func:`activation`: the kernel set's ``gelu_backward`` for exact
+    GELU, else the book's (:func:`pydeberta.functional.get_activation_backward`)."""
+    function = functional.get_activation(name)
+    return kernel_set.gelu_backward if function is functional.gelu else functional.get_activation_backward(name)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import functional
+from ..attention import gather_backward
 
 
 def linear(x, weight, bias=None):
@@ -73,3 +74,52 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, index=None, o
         return probs
     out[...] = probs
     return out
+
+
+# --------------------------------------------------------------------------- backward
+# The training step's twins of the book's backward functions (pydeberta.training.engine runs them).
+def linear_backward(grad, x, weight, bias=None):
+    """:func:`pydeberta.functional.linear_backward` as three products over all leading axes at
+    once (``[M, out] x [out, in]`` and so on, as :func:`linear`).
+
+    Shapes: grad ``[..., out]``, x ``[..., in]``, weight ``[out, in]``; returns
+    ``(dx [..., in], {"weight": [out, in], "bias": [out]})`` (no ``"bias"`` when bias is None).
+    """
+    rows = grad.reshape(-1, grad.shape[-1])  # [M, out]
+    grads = {"weight": rows.T @ x.reshape(-1, x.shape[-1])}  # [out, in]
+    if bias is not None:
+        grads["bias"] = rows.sum(axis=0)  # [out]
+    return (rows @ weight).reshape(*grad.shape[:-1], weight.shape[-1]), grads  # [..., in]
+
+
+gelu_backward = functional.gelu_backward
+layer_norm_backward = functional.layer_norm_backward
+
+
+def disentangled_attention_probs_backward(dprobs, probs, visible, index=None, c2p=False, p2c=False):
+    """Backward of :func:`disentangled_attention_probs` from ``dprobs``, the gradient of its result.
+
+    ::
+
+        dscores[b, h, i, j] = visible ? probs (dprobs - sum_k dprobs[.., k] probs[.., k]) : 0
+        dc2p[b, h, i, r]    = sum of dscores[b, h, i, j] over the keys j with c(i, j) = r
+        dp2c[b, h, j, r]    = sum of dscores[b, h, i, j] over the queries i with c(i, j) = r
+
+    ``dscores`` is also the gradient of ``c2c``; the sums are the scatter-add backward of the
+    gathers (:func:`pydeberta.attention.gather_backward`), into the ``R = index.rows`` rows the
+    index reaches.
+
+    Args:
+        dprobs, probs: ``[B, H, Q, K]``; visible: bool, broadcastable to them.
+        index: the :class:`~pydeberta.engine.relative.RelativeIndex` (when ``c2p`` or ``p2c``).
+        c2p, p2c: whether the forward had that term.
+    Returns:
+        ``(dscores [B, H, Q, K], dc2p [B, H, Q, R] or None, dp2c [B, H, K, R] or None)``.
+    """
+    dscores = functional.masked_softmax_backward(dprobs, probs, visible)  # [B, H, Q, K]
+    dc2p = dp2c = None
+    if c2p:
+        dc2p = gather_backward(dscores, index.table(), index.rows)  # [B, H, Q, R]
+    if p2c:
+        dp2c = gather_backward(dscores.swapaxes(-1, -2), index.table().T, index.rows)  # [B, H, K, R]
+    return dscores, dc2p, dp2c

@@ -1,4 +1,4 @@
-"""Cython twin of :func:`pydeberta.engine.kernels.disentangled_attention_probs`
+"""Cython twins of :func:`pydeberta.engine.kernels.disentangled_attention_probs` and of its backward
 (``pydeberta.engine._cy_attention``).
 
 The NumPy reference gathers the two relative terms with ``take_along_axis`` (an index array
@@ -15,19 +15,25 @@ written in place of the content scores if asked, with ``prange`` over all blocks
 ``B * H`` matrices. The additions happen in the reference's order; exp is the C library's
 (libmvec's SIMD variant where available); the row sum is accumulated in double, in sixteen
 partial sums (a fixed order: the same result on any number of threads).
+
+The backward (:func:`disentangled_attention_probs_backward`) takes each score matrix whole, on
+one thread: the softmax's backward row by row, each row added into the c2p gradient through the
+index, then each column into the p2c gradient.
 """
 
 import numpy as np
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from omp_compat cimport omp_get_max_threads
-from vector_math cimport (pydeberta_divide_double, pydeberta_divide_float, pydeberta_exp_shifted_double,
-                          pydeberta_exp_shifted_float, pydeberta_gather_double, pydeberta_gather_float,
-                          pydeberta_max_double, pydeberta_max_float, pydeberta_p2c_band_float,
-                          pydeberta_reverse_double, pydeberta_reverse_float, pydeberta_scores_double,
-                          pydeberta_scores_float, pydeberta_sum_double, pydeberta_sum_float)
+from vector_math cimport (pydeberta_divide_double, pydeberta_divide_float, pydeberta_dot_double,
+                          pydeberta_dot_float, pydeberta_exp_shifted_double, pydeberta_exp_shifted_float,
+                          pydeberta_gather_double, pydeberta_gather_float, pydeberta_max_double, pydeberta_max_float,
+                          pydeberta_p2c_band_float, pydeberta_reverse_double, pydeberta_reverse_float,
+                          pydeberta_scores_double, pydeberta_scores_float, pydeberta_softmax_backward_double,
+                          pydeberta_softmax_backward_float, pydeberta_sum_double, pydeberta_sum_float)
 
 ctypedef fused floating:
     float
@@ -205,14 +211,15 @@ cdef void _probs(floating[:, :, :, :] out, const floating[:, :, :, :] c2c,
                          &visible[b if by_batch else 0, h if by_head else 0, i0 + t, 0], K)
 
 
-def _floats(name, x, dtype=None):
-    """``x`` as a float32/float64 array with 4 axes (and ``dtype`` if given) whose last axis is
-    contiguous: a strided view over the first three axes is read in place, anything else copied."""
+def _floats(name, x, dtype=None, like="c2c"):
+    """``x`` as a float32/float64 array with 4 axes (and ``dtype``, the dtype of ``like``, if given)
+    whose last axis is contiguous: a strided view over the first three axes is read in place,
+    anything else copied."""
     x = np.asarray(x)
     if x.dtype != np.float32 and x.dtype != np.float64:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} must have c2c's dtype {dtype}, got {x.dtype}")
+        raise TypeError(f"{name} must have {like}'s dtype {dtype}, got {x.dtype}")
     if x.ndim != 4:
         raise ValueError(f"{name} must have 4 axes, got shape {x.shape}")
     if not x.flags.aligned or x.strides[3] != x.itemsize:
@@ -244,14 +251,15 @@ def _relative(name, x, dtype, lead):
     return x
 
 
-def _line(index, Q, K, rows):
+def _line(index, Q, K, rows=None):
     """The line (int64, contiguous) and identity band of ``index``, checked against the scores:
-    a ``[Q, K]`` index whose values lie in ``[0, rows)``."""
+    a ``[Q, K]`` index whose values lie in ``[0, rows)`` (``index.rows`` when None)."""
     if index is None:
         raise ValueError("index is required when c2p or p2c is given, got None")
     line = getattr(index, "line", None)
     if not isinstance(line, np.ndarray) or getattr(index, "band", None) is None:
         raise TypeError(f"index must be a RelativeIndex (pydeberta.engine.relative), got {type(index).__name__}")
+    rows = index.rows if rows is None else rows
     if (index.query_size, index.key_size) != (Q, K):
         raise ValueError(f"index is for [Q, K] = {(index.query_size, index.key_size)}, the scores are {(Q, K)}")
     line = np.ascontiguousarray(line, np.int64)
@@ -324,3 +332,111 @@ def disentangled_attention_probs(c2c, visible, c2p=None, p2c=None, index=None, o
     else:
         _probs[double](out, c2c, mask, c2p, p2c, line, *band, has_c2p, has_p2c, scratch)
     return out
+
+
+cdef void _softmax_backward_row(floating* ds, const floating* dp, const floating* p, const unsigned char* visible,
+                                Py_ssize_t K) noexcept nogil:
+    """One query row of the masked softmax's backward: ``ds = visible ? p (dp - sum_k dp[k] p[k]) : 0``,
+    the sum over all keys in double (16 partial sums), each entry in double rounded once."""
+    if floating is float:
+        pydeberta_softmax_backward_float(ds, dp, p, visible, K, pydeberta_dot_float(dp, p, K))
+    else:
+        pydeberta_softmax_backward_double(ds, dp, p, visible, K, pydeberta_dot_double(dp, p, K))
+
+
+cdef inline void _scatter_add(floating* dst, const floating* src, Py_ssize_t src_step, const int64_t* index,
+                              Py_ssize_t index_step, Py_ssize_t n) noexcept nogil:
+    """``dst[index[t * index_step]] += src[t * src_step]`` for ``t = 0, 1, ..., n - 1``, in that order."""
+    cdef Py_ssize_t t
+    for t in range(n):
+        dst[index[t * index_step]] += src[t * src_step]
+
+
+cdef void _probs_backward(floating[:, :, :, ::1] dscores, floating[:, :, :, ::1] dc2p, floating[:, :, :, ::1] dp2c,
+                          const floating[:, :, :, :] dprobs, const floating[:, :, :, :] probs,
+                          const unsigned char[:, :, :, ::1] visible, const int64_t[::1] line,
+                          bint has_c2p, bint has_p2c) noexcept nogil:
+    """``prange`` over the ``B * H`` score matrices, each on one thread (every query row adds into
+    the p2c gradient of every key). For each matrix: the ``dscores`` rows, each added into its
+    c2p row at once; then, key by key, the ``dscores`` columns added into their p2c rows::
+
+        dc2p[i, c(i, j)] += dscores[i, j]   for j = 0, 1, ..., K - 1       c(i, j) = line[i + K - 1 - j]
+        dp2c[j, c(i, j)] += dscores[i, j]   for i = 0, 1, ..., Q - 1
+
+    in the element type, each row zeroed just before (while it is in cache; the relative terms'
+    gradients are as large as the scores): each entry gets its terms in the reference's order
+    (:func:`pydeberta.attention.gather_backward`), the same on any number of threads.
+
+    ``dprobs`` and ``probs`` may have any strides but a contiguous last axis (checked by the caller)."""
+    cdef Py_ssize_t B = probs.shape[0], H = probs.shape[1], Q = probs.shape[2], K = probs.shape[3]
+    cdef Py_ssize_t R = dc2p.shape[3], pair, b, h, i, j
+    cdef bint by_batch = visible.shape[0] > 1, by_head = visible.shape[1] > 1
+    for pair in prange(B * H, schedule="static"):
+        b = pair // H
+        h = pair % H
+        for i in range(Q):
+            _softmax_backward_row(&dscores[b, h, i, 0], &dprobs[b, h, i, 0], &probs[b, h, i, 0],
+                                  &visible[b if by_batch else 0, h if by_head else 0, i, 0], K)
+            if has_c2p:  # row i of the index: line[i + K - 1 - j], read backwards
+                memset(&dc2p[b, h, i, 0], 0, R * sizeof(floating))
+                _scatter_add(&dc2p[b, h, i, 0], &dscores[b, h, i, 0], 1, &line[i + K - 1], -1, K)
+        if has_p2c:  # column j of the index: line[K - 1 - j + i], read forwards
+            for j in range(K):
+                memset(&dp2c[b, h, j, 0], 0, R * sizeof(floating))
+                _scatter_add(&dp2c[b, h, j, 0], &dscores[b, h, 0, j], K, &line[K - 1 - j], 1, Q)
+
+
+def disentangled_attention_probs_backward(dprobs, probs, visible, index=None, c2p=False, p2c=False):
+    """Twin of :func:`pydeberta.engine.kernels.disentangled_attention_probs_backward`: the masked
+    softmax's backward and the scatter-add backward of the relative gathers in one kernel::
+
+        dscores[b, h, i, j] = visible ? probs (dprobs - sum_k dprobs[.., k] probs[.., k]) : 0
+        dc2p[b, h, i, r]    = sum of dscores[b, h, i, j] over the keys j with c(i, j) = r
+        dp2c[b, h, j, r]    = sum of dscores[b, h, i, j] over the queries i with c(i, j) = r
+
+    with ``c = index.table()`` (:func:`pydeberta.functional.masked_softmax_backward`, then
+    :func:`pydeberta.attention.gather_backward` on the table and on its transpose). The row sum is
+    taken in double and each ``dscores`` entry rounded once; the sums of dc2p and dp2c are taken in
+    the element type, each in the reference's order (keys ascending, queries ascending), on one
+    thread per score matrix: the same bits on any number of threads.
+
+    Args:
+        dprobs: the gradient of the probabilities, ``[B, H, Q, K]`` of probs' dtype.
+        probs: the forward's result, float32/float64 ``[B, H, Q, K]``.
+        visible: bool, broadcastable to ``[B, H, Q, K]`` (the model passes ``[B, 1, Q, K]``).
+        index: the :class:`~pydeberta.engine.relative.RelativeIndex` of ``[Q, K]``; needed when
+            ``c2p`` or ``p2c``.
+        c2p, p2c: whether the forward had that term.
+    Returns:
+        ``(dscores [B, H, Q, K], dc2p [B, H, Q, R] or None, dp2c [B, H, K, R] or None)`` in probs'
+        dtype, ``R = index.rows``.
+
+    Inputs whose last axis is not contiguous are copied (strided first axes are read in place);
+    a wrong dtype, shape or index raises before any work.
+    """
+    probs = _floats("probs", probs)
+    B, H, Q, K = probs.shape
+    dtype = probs.dtype
+    dprobs = _floats("dprobs", dprobs, dtype, like="probs")
+    if dprobs.shape != probs.shape:
+        raise ValueError(f"dprobs and probs must have one shape, got dprobs {dprobs.shape} and probs {probs.shape}")
+    mask = _visible(visible, B, H, Q, K)
+    has_c2p, has_p2c = bool(c2p), bool(p2c)
+    if has_c2p or has_p2c:
+        line, _ = _line(index, Q, K)
+        R = index.rows
+    else:
+        line, R = np.zeros(1, np.int64), 1
+    new = np.empty if probs.size else np.zeros  # the kernel zeroes each row of dc2p / dp2c it adds into
+    dscores = new((B, H, Q, K), dtype)
+    dc2p = new((B, H, Q, R), dtype) if has_c2p else None
+    dp2c = new((B, H, K, R), dtype) if has_p2c else None
+    if probs.size:
+        unused = np.empty((1, 1, 1, R), dtype)  # stands in for a term that is off
+        if dtype == np.float32:
+            _probs_backward[float](dscores, unused if dc2p is None else dc2p, unused if dp2c is None else dp2c,
+                                   dprobs, probs, mask, line, has_c2p, has_p2c)
+        else:
+            _probs_backward[double](dscores, unused if dc2p is None else dc2p, unused if dp2c is None else dp2c,
+                                    dprobs, probs, mask, line, has_c2p, has_p2c)
+    return dscores, dc2p, dp2c

@@ -42,6 +42,26 @@ static PYDEBERTA_CLONES void pydeberta_gelu_double(const double *x, double *y, p
         y[k] = 0.5 * x[k] * (1.0 + erf(x[k] * 0.7071067811865476));
 }
 
+/* y[k] = g[k] (Phi(x[k]) + x[k] phi(x[k])), the gradient g times GELU's derivative, with
+ * Phi(x) = 0.5 (1 + erf(x / sqrt(2))) and phi(x) = exp(-x^2 / 2) / sqrt(2 pi): evaluated in double,
+ * in the order of pydeberta.functional.gelu_backward, and rounded once. */
+static PYDEBERTA_CLONES void pydeberta_gelu_backward_float(const float *g, const float *x, float *y, ptrdiff_t n) {
+    for (ptrdiff_t k = 0; k < n; k++) {
+        double v = (double)x[k];
+        double cdf = 0.5 * (1.0 + erf(v * 0.7071067811865476));
+        double pdf = exp(-0.5 * v * v) * 0.3989422804014327;
+        y[k] = (float)((double)g[k] * (cdf + v * pdf));
+    }
+}
+
+static PYDEBERTA_CLONES void pydeberta_gelu_backward_double(const double *g, const double *x, double *y, ptrdiff_t n) {
+    for (ptrdiff_t k = 0; k < n; k++) {
+        double cdf = 0.5 * (1.0 + erf(x[k] * 0.7071067811865476));
+        double pdf = exp(-0.5 * x[k] * x[k]) * 0.3989422804014327;
+        y[k] = g[k] * (cdf + x[k] * pdf);
+    }
+}
+
 /* s[k] = exp(s[k] - top) in place (exp(-inf) = 0). */
 static PYDEBERTA_CLONES void pydeberta_exp_shifted_float(float *s, ptrdiff_t n, float top) {
     for (ptrdiff_t k = 0; k < n; k++)
@@ -81,6 +101,16 @@ static PYDEBERTA_CLONES void pydeberta_exp_shifted_double(double *s, ptrdiff_t n
         for (; j < n; j++) total += (double)s[j];                                                  \
         return total;                                                                              \
     }                                                                                              \
+    /* sum_j a[j] b[j], accumulated in double (the row sum of the softmax's backward). */          \
+    static PYDEBERTA_CLONES double pydeberta_dot_##NAME(const T *a, const T *b, ptrdiff_t n) {     \
+        double lane[PYDEBERTA_LANES] = {0.0}, total = 0.0;                                         \
+        ptrdiff_t j = 0;                                                                           \
+        for (; j + PYDEBERTA_LANES <= n; j += PYDEBERTA_LANES)                                     \
+            for (int k = 0; k < PYDEBERTA_LANES; k++) lane[k] += (double)a[j + k] * (double)b[j + k]; \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) total += lane[k];                                \
+        for (; j < n; j++) total += (double)a[j] * (double)b[j];                                   \
+        return total;                                                                              \
+    }                                                                                              \
     /* sum_j (s[j] - mean)^2, in double (the second pass of a LayerNorm's variance). */            \
     static PYDEBERTA_CLONES double pydeberta_sum_sq_dev_##NAME(const T *s, ptrdiff_t n, double mean) { \
         double lane[PYDEBERTA_LANES] = {0.0}, total = 0.0, d;                                      \
@@ -107,10 +137,57 @@ static PYDEBERTA_CLONES void pydeberta_exp_shifted_double(double *s, ptrdiff_t n
 PYDEBERTA_ROW_REDUCTIONS(float, float)
 PYDEBERTA_ROW_REDUCTIONS(double, double)
 
+/* LayerNorm's backward, row by row (pydeberta.functional.layer_norm_backward), all in double, with
+ *     xhat[j] = (x[j] - mean) * inv_sigma,   g[j] = dy[j] w[j]     (w: the weight, in double)
+ *   sum_g:     sum_j g[j]                                        16 lanes, as the sums above
+ *   sum_gxhat: sum_j g[j] xhat[j]                                16 lanes
+ *   dx:        dx[j] = (g[j] - mean_g - xhat[j] mean_gxhat) * inv_sigma, rounded once
+ *   params:    dweight[j] += dy[j] xhat[j],  dbias[j] += dy[j]   (a block's partial sums, in double) */
+#define PYDEBERTA_NORM_BACKWARD(T, NAME)                                                           \
+    static PYDEBERTA_CLONES double pydeberta_norm_sum_g_##NAME(const T *dy, const double *w, ptrdiff_t n) { \
+        double lane[PYDEBERTA_LANES] = {0.0}, total = 0.0;                                         \
+        ptrdiff_t j = 0;                                                                           \
+        for (; j + PYDEBERTA_LANES <= n; j += PYDEBERTA_LANES)                                     \
+            for (int k = 0; k < PYDEBERTA_LANES; k++) lane[k] += (double)dy[j + k] * w[j + k];     \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) total += lane[k];                                \
+        for (; j < n; j++) total += (double)dy[j] * w[j];                                          \
+        return total;                                                                              \
+    }                                                                                              \
+    static PYDEBERTA_CLONES double pydeberta_norm_sum_gxhat_##NAME(const T *dy, const T *x, const double *w, \
+                                                                   ptrdiff_t n, double mean, double inv_sigma) { \
+        double lane[PYDEBERTA_LANES] = {0.0}, total = 0.0;                                         \
+        ptrdiff_t j = 0;                                                                           \
+        for (; j + PYDEBERTA_LANES <= n; j += PYDEBERTA_LANES)                                     \
+            for (int k = 0; k < PYDEBERTA_LANES; k++)                                              \
+                lane[k] += (double)dy[j + k] * w[j + k] * (((double)x[j + k] - mean) * inv_sigma); \
+        for (int k = 0; k < PYDEBERTA_LANES; k++) total += lane[k];                                \
+        for (; j < n; j++) total += (double)dy[j] * w[j] * (((double)x[j] - mean) * inv_sigma);    \
+        return total;                                                                              \
+    }                                                                                              \
+    static PYDEBERTA_CLONES void pydeberta_norm_dx_##NAME(const T *dy, const T *x, const double *w, T *dx, \
+                                                          ptrdiff_t n, double mean, double inv_sigma, \
+                                                          double mean_g, double mean_gxhat) {      \
+        for (ptrdiff_t j = 0; j < n; j++)                                                          \
+            dx[j] = (T)(((double)dy[j] * w[j] - mean_g - ((double)x[j] - mean) * inv_sigma * mean_gxhat) \
+                        * inv_sigma);                                                              \
+    }                                                                                              \
+    static PYDEBERTA_CLONES void pydeberta_norm_params_##NAME(const T *dy, const T *x, ptrdiff_t n, double mean, \
+                                                              double inv_sigma, double *dweight, double *dbias) { \
+        for (ptrdiff_t j = 0; j < n; j++) {                                                        \
+            dweight[j] += (double)dy[j] * (((double)x[j] - mean) * inv_sigma);                     \
+            dbias[j] += (double)dy[j];                                                             \
+        }                                                                                          \
+    }
+
+PYDEBERTA_NORM_BACKWARD(float, float)
+PYDEBERTA_NORM_BACKWARD(double, double)
+
 /* Elementwise row steps of the softmax, here rather than in Cython so that they are compiled for
  * AVX2 and AVX-512 too (no reductions: vectorising them changes no rounding).
  *   scores:  out[j] = c2c[j] + rel[j] (rel may be NULL: c2c[j]) where visible[j], else -inf
- *   divide:  s[j] = s[j] / norm */
+ *   divide:  s[j] = s[j] / norm
+ *   softmax_backward:  ds[j] = p[j] (dp[j] - dot) where visible[j], else 0 (dot = sum_k dp[k] p[k]),
+ *            in double rounded once */
 #define PYDEBERTA_ROW_STEPS(T, NAME)                                                                \
     static PYDEBERTA_CLONES void pydeberta_scores_##NAME(T *out, const T *c2c, const T *rel,          \
                                                          const unsigned char *visible, ptrdiff_t n) { \
@@ -129,6 +206,12 @@ PYDEBERTA_ROW_REDUCTIONS(double, double)
     static PYDEBERTA_CLONES void pydeberta_divide_##NAME(T *s, ptrdiff_t n, T norm) {               \
         for (ptrdiff_t j = 0; j < n; j++)                                                           \
             s[j] = s[j] / norm;                                                                     \
+    }                                                                                               \
+    static PYDEBERTA_CLONES void pydeberta_softmax_backward_##NAME(T *ds, const T *dp, const T *p,  \
+                                                                   const unsigned char *visible,    \
+                                                                   ptrdiff_t n, double dot) {       \
+        for (ptrdiff_t j = 0; j < n; j++)                                                           \
+            ds[j] = visible[j] ? (T)((double)p[j] * ((double)dp[j] - dot)) : (T)0;                  \
     }                                                                                               \
     /* dst[j] = src[index[j * step]] (a row of c2p through the relative index). */                  \
     static PYDEBERTA_CLONES void pydeberta_gather_##NAME(T *dst, const T *src, const int64_t *index,   \
