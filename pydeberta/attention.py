@@ -57,6 +57,13 @@ def attention_scale(head_size, pos_att, dtype):
     return dtype.type(np.sqrt(np.float32(head_size) * np.float32(scale_factor)))
 
 
+def position_projection_names(config):
+    """The names of the layers that project the relative table for c2p and p2c: the content
+    projections ``("key_proj", "query_proj")`` with ``share_att_key``, else
+    ``("pos_key_proj", "pos_query_proj")``."""
+    return ("key_proj", "query_proj") if config.share_att_key else ("pos_key_proj", "pos_query_proj")
+
+
 def relative_projections(rel_embeddings, params, config):
     """Project the relative-embedding table for one layer: ``Kr`` (for c2p) and ``Qr`` (for p2c).
 
@@ -71,7 +78,7 @@ def relative_projections(rel_embeddings, params, config):
     """
     P = rel_embeddings[None]  # [1, 2S, C]
     H = config.num_attention_heads
-    key_name, query_name = ("key_proj", "query_proj") if config.share_att_key else ("pos_key_proj", "pos_query_proj")
+    key_name, query_name = position_projection_names(config)
     # contiguous copies: on these head-split views NumPy's batched matmul (q @ Kr.T) leaves BLAS
     # for a plain loop, ~70x slower at base size
     pos_key = pos_query = None
@@ -247,7 +254,7 @@ def relative_projections_backward(dpos_key, dpos_query, rel_embeddings, params, 
     Returns:
         ``(dP [2S, C], grads)``, ``grads`` keyed by the projection names the forward used.
     """
-    key_name, query_name = ("key_proj", "query_proj") if config.share_att_key else ("pos_key_proj", "pos_query_proj")
+    key_name, query_name = position_projection_names(config)
     dP = np.zeros_like(rel_embeddings)  # [2S, C]
     grads = {}
     for name, d in ((key_name, dpos_key), (query_name, dpos_query)):

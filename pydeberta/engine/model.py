@@ -12,7 +12,7 @@ The embeddings and the nGiE convolution are the book's own functions: they take 
 of a forward.
 """
 
-from ..attention import relative_projections
+from ..attention import position_projection_names, relative_projections
 from ..conv import conv_layer
 from ..model import embeddings, relative_embeddings
 from .attention import disentangled_self_attention
@@ -94,7 +94,7 @@ class Engine:
     def _relative_sources(self):
         """The arrays the relative tables are computed from, in a fixed order."""
         encoder_params = self.tree["encoder"]
-        names = ("key_proj", "query_proj") if self.config.share_att_key else ("pos_key_proj", "pos_query_proj")
+        names = position_projection_names(self.config)
         modules = [encoder_params["rel_embeddings"], encoder_params.get("LayerNorm", {})]
         modules += [layer["attention"]["self"][name] for layer in encoder_params["layer"] for name in names
                     if name in layer["attention"]["self"]]
