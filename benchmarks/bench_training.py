@@ -1,4 +1,4 @@
-"""Training-step benchmark: pydeberta's NumPy backward + AdamW against transformers eager + torch.
+"""Training-step benchmark: pydeberta's training pass + AdamW against transformers eager + torch.
 
 One training step = forward with dropout, backward, global-norm clipping and an AdamW step, on a
 ``DebertaV2ForSequenceClassification`` of deberta-v3-base shape (hidden 768, 12 layers, 12
@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/bench_training.py                       # B=8 N=128, 3 rounds of 3 steps
     python benchmarks/bench_training.py --shape 2x64 --rounds 2 --steps 2
+    python benchmarks/bench_training.py --engines pydeberta,pydeberta-book,transformers   # the book too
 """
 
 import argparse
@@ -51,10 +52,9 @@ def batch_of(B, N, seed=0):
     return rng.integers(5, BASE["vocab_size"], (B, N)), np.ones((B, N), np.int64), rng.integers(0, 3, B)
 
 
-def worker_pydeberta(B, N, warmup, steps, config):
-    import numpy as np
-
+def worker_pydeberta(B, N, warmup, steps, config, backend="auto"):
     import pydeberta
+    from pydeberta.engine.backend import use_backend
     from pydeberta.training import value_and_grad
     from pydeberta.training.optim import AdamW, clip_grad_norm, transformers_no_decay
 
@@ -63,11 +63,17 @@ def worker_pydeberta(B, N, warmup, steps, config):
     ids, mask, labels = batch_of(B, N)
 
     def step():
-        _, grads = value_and_grad(model, input_ids=ids, attention_mask=mask, labels=labels)
+        with use_backend(backend):
+            _, grads = value_and_grad(model, input_ids=ids, attention_mask=mask, labels=labels)
         grads, _ = clip_grad_norm(grads, 1.0)
         model.load_state_dict(optimiser.step(model.params, grads))
 
     return run_steps(step, warmup, steps)
+
+
+def worker_pydeberta_book(B, N, warmup, steps, config):
+    """The book's backward (the ``reference`` backend), for the engine's before/after."""
+    return worker_pydeberta(B, N, warmup, steps, config, backend="reference")
 
 
 def worker_transformers(B, N, warmup, steps, config):
@@ -104,7 +110,7 @@ def run_steps(step, warmup, steps):
     return {"times": times, "rss_mib": loaded / 1024, "peak_mib": status_kib("VmHWM") / 1024}
 
 
-WORKERS = {"pydeberta": worker_pydeberta, "transformers": worker_transformers}
+WORKERS = {"pydeberta": worker_pydeberta, "pydeberta-book": worker_pydeberta_book, "transformers": worker_transformers}
 
 
 def main():
@@ -115,6 +121,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--layers", type=int, default=12, help="encoder layers (12 for base; fewer for a quick look)")
+    parser.add_argument("--engines", default="pydeberta,transformers",
+                        help=f"comma-separated, from {', '.join(WORKERS)} (default: pydeberta,transformers)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     B, N = (int(x) for x in args.shape.split("x"))
@@ -126,10 +134,14 @@ def main():
         return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                PYDEBERTA_NUM_THREADS=str(args.threads))
+    engines = args.engines.split(",")
+    unknown = sorted(set(engines) - set(WORKERS)) + ([] if "transformers" in engines else ["(transformers missing)"])
+    if unknown:
+        parser.error(f"--engines: unknown {', '.join(unknown)}; choose from {', '.join(WORKERS)}, with transformers")
     rounds = []
     for r in range(args.rounds):
         result = {}
-        for engine in WORKERS:
+        for engine in engines:
             out = subprocess.run([sys.executable, __file__, "--worker", engine, "--shape", args.shape,
                                   "--warmup", str(args.warmup), "--steps", str(args.steps),
                                   "--threads", str(args.threads), "--layers", str(args.layers)],
@@ -137,17 +149,21 @@ def main():
             result[engine] = json.loads(out.stdout.strip().splitlines()[-1])
         rounds.append(result)
         median = {engine: sorted(v["times"])[len(v["times"]) // 2] for engine, v in result.items()}
-        print(f"round {r + 1}: " + ", ".join(f"{e} {t * 1000:.0f} ms" for e, t in median.items())
-              + f"  ratio {median['pydeberta'] / median['transformers']:.2f}", flush=True)
-    ratios = sorted(sorted(x["pydeberta"]["times"])[len(x["pydeberta"]["times"]) // 2]
-                    / sorted(x["transformers"]["times"])[len(x["transformers"]["times"]) // 2] for x in rounds)
+        print(f"round {r + 1}: " + ", ".join(f"{e} {t * 1000:.0f} ms" for e, t in median.items()) + "  ratios "
+              + ", ".join(f"{e} {median[e] / median['transformers']:.2f}" for e in engines if e != "transformers"),
+              flush=True)
     print(f"\ntraining step B={B} N={N}, {args.layers} layers, {args.threads} threads, "
           f"{args.rounds} rounds x {args.steps} steps")
-    for engine in WORKERS:
+    for engine in engines:
         times = sorted(t for x in rounds for t in x[engine]["times"])
-        print(f"  {engine:13s} median {times[len(times) // 2] * 1000:7.0f} ms  fastest {times[0] * 1000:7.0f} ms  "
+        print(f"  {engine:14s} median {times[len(times) // 2] * 1000:7.0f} ms  fastest {times[0] * 1000:7.0f} ms  "
               f"after set-up {rounds[-1][engine]['rss_mib']:6.0f} MiB  peak {rounds[-1][engine]['peak_mib']:6.0f} MiB")
-    print(f"  pydeberta / transformers: {ratios[len(ratios) // 2]:.2f} (median of per-round ratios {ratios})")
+    for engine in engines:
+        if engine != "transformers":
+            ratios = sorted(sorted(x[engine]["times"])[len(x[engine]["times"]) // 2]
+                            / sorted(x["transformers"]["times"])[len(x["transformers"]["times"]) // 2] for x in rounds)
+            print(f"  {engine} / transformers: {ratios[len(ratios) // 2]:.2f} (median of per-round ratios "
+                  f"{[round(r, 2) for r in ratios]})")
 
 
 if __name__ == "__main__":

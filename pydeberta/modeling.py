@@ -264,6 +264,7 @@ class DebertaV2PreTrainedModel:
     # ------------------------------------------------------------------ transformers habits
     training = False  # model.train() switches dropout on
     _pinned_dropout = None
+    _pinned_tape = None
 
     def train(self, mode=True, seed=None):
         """Training mode (``mode=True``): every call applies dropout (:mod:`pydeberta.dropout`),
@@ -288,13 +289,15 @@ class DebertaV2PreTrainedModel:
         return Dropout(self.config, self.dropout_rng) if self.training else NO_DROPOUT
 
     @contextlib.contextmanager
-    def pinned_dropout(self, drop):
-        """Calls inside use ``drop`` (so that a backward sees the forward's masks)."""
-        self._pinned_dropout = drop
+    def pinned_dropout(self, drop, tape=None):
+        """Calls inside use ``drop`` (so that a backward sees the forward's masks) and, with a
+        :class:`~pydeberta.engine.training.Tape`, run the backbone on the engine's training
+        forward, which records into ``tape`` what the engine's backward needs."""
+        self._pinned_dropout, self._pinned_tape = drop, tape
         try:
             yield
         finally:
-            self._pinned_dropout = None
+            self._pinned_dropout = self._pinned_tape = None
 
     def __repr__(self):
         """The architecture: a summary line, then each module's tensors and parameter count."""
@@ -328,11 +331,15 @@ class DebertaV2PreTrainedModel:
                      inputs_embeds=None, output_attentions=False, output_hidden_states=False, output_study=False,
                      drop=NO_DROPOUT):
         """Validate the inputs and run embeddings + encoder, on the book or the engine
-        (:meth:`runs_book`), with the call's dropout ``drop``; returns a :class:`BaseModelOutput`."""
+        (:meth:`runs_book`; the engine's training forward while a tape is pinned,
+        :meth:`pinned_dropout`), with the call's dropout ``drop``; returns a :class:`BaseModelOutput`."""
         inputs = prepare_inputs(self.config, self.dtype, input_ids, attention_mask, token_type_ids,
                                 position_ids, inputs_embeds)
         study = None
-        if self.runs_book(output_study):
+        if self._pinned_tape is not None:
+            hidden_states, attentions = self._pinned_tape.backbone(self._backbone_params(), self.config, inputs, drop,
+                                                                   output_attentions)
+        elif self.runs_book(output_study):
             hidden_states, attentions, intermediates = backbone(self._backbone_params(), self.config, inputs, drop)
             study = StudyOutput(**intermediates) if output_study else None
         else:

@@ -27,7 +27,8 @@ def test_the_extension_is_built_when_required():
     info = dispatch.backend_info()
     assert info["compiled"], f"PYDEBERTA_REQUIRE_EXTENSION=1 but the compiled kernels did not import: {info['reason']}"
     assert info["backend"] == "cython" and info["openmp"], info
-    assert all(".engine._cy_" in name or name.endswith("kernels.linear") for name in info["kernels"].values()), info
+    assert all(".engine._cy_" in name or name.endswith(("kernels.linear", "kernels.linear_backward"))
+               for name in info["kernels"].values()), info  # the products are BLAS's in every backend
     with open("/proc/cpuinfo") as cpuinfo:  # CI's machines are x86-64 Linux
         if " avx2" in cpuinfo.read():
             assert info["int8"] == "avx2", info  # so the int8 kernel tests run rather than skip
@@ -63,18 +64,25 @@ def test_each_backend_runs_its_own_kernels(backend):
     if backend == "cython":
         assert kernels["gelu"].startswith("pydeberta.engine._cy_functional")
         assert kernels["disentangled_attention_probs"].startswith("pydeberta.engine._cy_attention")
+        assert kernels["gelu_backward"].startswith("pydeberta.engine._cy_functional")
+        assert kernels["layer_norm_backward"].startswith("pydeberta.engine._cy_functional")
+        assert kernels["disentangled_attention_probs_backward"].startswith("pydeberta.engine._cy_attention")
         assert kernels["quantized_linear"] == {"avx2": "pydeberta.engine._cy_int8.quantized_linear",
                                                "numpy": "pydeberta.quantization.quantized_linear"}[dispatch.int8_kernel()]
-    else:  # the NumPy kernels; exact GELU and the int8 layer are the book's own
+    else:  # the NumPy kernels; exact GELU, the int8 layer and two backwards are the book's own
         assert kernels == {name: f"pydeberta.engine.kernels.{name}" for name in kernels} | {
-            "gelu": "pydeberta.functional.gelu", "quantized_linear": "pydeberta.quantization.quantized_linear"}
+            "gelu": "pydeberta.functional.gelu", "quantized_linear": "pydeberta.quantization.quantized_linear",
+            "gelu_backward": "pydeberta.functional.gelu_backward",
+            "layer_norm_backward": "pydeberta.functional.layer_norm_backward"}
 
 
 def test_backend_info_says_what_runs():
     info = dispatch.backend_info()
     assert info["backend"] in ("reference", "numpy", "cython") and info["compiled"] == COMPILED
     assert isinstance(info["threads"], int) and info["threads"] >= 1
-    assert set(info["kernels"]) == {"linear", "quantized_linear", "gelu", "layer_norm", "disentangled_attention_probs"}
+    assert set(info["kernels"]) == {"linear", "quantized_linear", "gelu", "layer_norm", "disentangled_attention_probs",
+                                    "linear_backward", "gelu_backward", "layer_norm_backward",
+                                    "disentangled_attention_probs_backward"}
     assert info["int8"] in ("avx2", "numpy")
     if not COMPILED:
         assert info["reason"] and not info["openmp"] and info["block_cache_bytes"] == 0

@@ -242,9 +242,11 @@ for row in (S + 1, far, 2 * S - 1):  # distance i - j = +1, the far row, a row n
 # ## The whole model: where the relative table's gradient comes from
 #
 # One table $P$ serves every layer, every head, every sentence and every pair $(i, j)$ of the
-# batch: its gradient is the sum of all of their scatters. `value_and_grad` runs the book's
-# forward, the masked-LM loss and every backward, and returns the gradient of each checkpoint key;
-# below, the same walk down the stack by hand (loss → logits → head → each layer's
+# batch: its gradient is the sum of all of their scatters. `value_and_grad` under the `reference`
+# backend runs the book's forward, the masked-LM loss and every backward, and returns the gradient
+# of each checkpoint key (under the default backend it runs the engine's training pass, whose
+# forward keeps each layer's intermediates for the backward: the same numbers within rounding,
+# checked below); below, the same walk down the stack by hand (loss → logits → head → each layer's
 # `encoder_layer_backward`), keeping each layer's share $dP^{(\ell)}$.
 #
 # The batch: eight held-out lines of the bundled model's corpus, 15% of their tokens masked,
@@ -258,7 +260,8 @@ ids, mask = batch["input_ids"], batch["attention_mask"]
 masked = (mask == 1) & ~np.isin(ids, tokenizer.all_special_ids) & (np.random.default_rng(0).random(ids.shape) < 0.15)
 labels = np.where(masked, ids, -100)
 inputs = {"input_ids": np.where(masked, tokenizer.mask_token_id, ids), "attention_mask": mask}
-outputs, grads = value_and_grad(model, **inputs, labels=labels, output_hidden_states=True)
+with pydeberta.use_backend("reference"):
+    outputs, grads = value_and_grad(model, **inputs, labels=labels, output_hidden_states=True)
 key = "deberta.encoder.rel_embeddings.weight"
 print(f"{len(lines)} lines, {mask.sum(1).tolist()} tokens, {masked.sum()} masked; loss = {outputs.loss:.4f}")
 print(f"{len(grads)} gradients, one per checkpoint key; {key}: {grads[key].shape}")
@@ -313,6 +316,7 @@ fig = viz.plot_relative_gradient(dP_layers, pairs, distances, config.position_bu
 #    `context.backward(G)`: $dX$, $dP$ and every weight's gradient against ours.
 # 3. transformers' `DebertaV2ForMaskedLM` in float64 on the masked batch, `loss.backward()`: every
 #    parameter's gradient against `value_and_grad`'s, including the relative table's.
+# 4. `value_and_grad` on the default backend (the engine's training pass) against the book's.
 
 # %%
 dP_sum = np.zeros_like(R)
@@ -322,6 +326,11 @@ table_grad = relative_embeddings_backward(dP_sum, encoder_params, config)["rel_e
 diff = np.abs(table_grad - grads[key]).max()
 print(f"largest difference, the layers' dP through relative_embeddings_backward vs value_and_grad: {diff:.2e}")
 assert diff == 0, diff
+_, engine_grads = value_and_grad(model, **inputs, labels=labels)  # 4. the default backend
+diff = max(np.abs(engine_grads[name] - grads[name]).max() for name in grads)
+print(f"largest difference over all {len(grads)} gradients, the engine's pass ({pydeberta.backend_info()['backend']}) "
+      f"vs the book's: {diff:.2e}")
+assert diff <= 1e-12, diff
 
 try:
     import torch
@@ -387,7 +396,7 @@ else:
 # The model: the bundled backbone with a new classification head (pooler and classifier,
 # initialised with a fixed seed), dropout on (`model.train()`), 30 steps of 16 sentences.
 #
-# Training by the book is thousands of small matrix products. On a machine busy with other work,
+# Training is thousands of small matrix products. On a machine busy with other work,
 # NumPy's BLAS threads can spend most of their time waiting for each other: if this cell crawls,
 # start Jupyter with `OPENBLAS_NUM_THREADS=1` (about 20 s for the loop here).
 

@@ -10,9 +10,12 @@ backend        what a model call runs
 =============  =========================================================================
 
 The engine swaps whole kernels, listed in :data:`KERNELS`: ``linear``, ``quantized_linear``,
-``gelu``, ``layer_norm`` and ``disentangled_attention_probs``; every backend gives the same numbers
-within float rounding (``tests/test_engine_kernels.py``, ``tests/test_modeling.py``), and the same
-bits for the int8 layers. ``output_study=True`` always runs the book, whose intermediates it returns.
+``gelu``, ``layer_norm`` and ``disentangled_attention_probs`` for the forward, and for the training
+pass (:mod:`pydeberta.engine.training`, which :func:`pydeberta.training.value_and_grad` runs under
+``numpy`` and ``cython``) ``linear_backward``, ``gelu_backward``, ``layer_norm_backward`` and
+``disentangled_attention_probs_backward``; every backend gives the same numbers within float
+rounding (``tests/test_engine_kernels.py``, ``tests/test_modeling.py``, ``tests/test_gradients.py``),
+and the same bits for the int8 layers. ``output_study=True`` always runs the book, whose intermediates it returns.
 
 int8 layers (a model after ``quantize("int8")``): the ``cython`` backend runs them with the AVX2
 kernel (``_ext/int8_gemm.h``) when the CPU has AVX2, else with the NumPy reference

@@ -1,16 +1,24 @@
-"""Gradients of a task model's loss with respect to every parameter, by the book's backward
+"""Gradients of a task model's loss with respect to every parameter, by hand-written backward
 functions (no autograd engine).
 
-:func:`value_and_grad` runs the book's forward (:mod:`pydeberta.model`, :mod:`pydeberta.heads`)
-and the loss transformers would choose, then walks back: the loss's gradient on the logits, the
-head's backward, and :func:`pydeberta.model.backbone_backward` through every layer from the top,
-each layer recomputing its own intermediates from its input (the forward keeps only the layers'
-inputs, its hidden states). The tied decoder of the masked LM adds its share to the word
-embeddings' gradient.
+:func:`value_and_grad` runs the forward (:mod:`pydeberta.model`, :mod:`pydeberta.heads`) and the
+loss transformers would choose, then walks back: the loss's gradient on the logits, the head's
+backward, and the backbone's backward through every layer from the top. The tied decoder of the
+masked LM adds its share to the word embeddings' gradient. Which backbone pass runs follows the
+backend (:mod:`pydeberta.engine.backend`):
+
+* ``reference``: the book, :func:`pydeberta.model.backbone_backward`, each layer recomputing its
+  own intermediates from its input (the forward keeps only the layers' inputs, its hidden states);
+* ``numpy`` and ``cython`` (the default): the engine's training pass
+  (:mod:`pydeberta.engine.training`), whose forward keeps what the backward needs and whose
+  kernels are the backend's; the same numbers within float rounding.
+
+The heads' backward is the book's on every backend (a sliver of the work).
 
 Shapes: ``B`` batch, ``N`` sequence length, ``C`` hidden size, ``V`` vocabulary.
 """
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -18,6 +26,8 @@ import numpy as np
 from ..attention import add_grads
 from ..dropout import NO_DROPOUT, Dropout
 from ..engine import backend
+from ..engine.training import Tape
+from ..engine.training import backbone_backward as engine_backbone_backward
 from ..functional import linear, linear_backward
 from ..heads import context_pooler, context_pooler_backward, masked_lm_head_backward
 from ..inputs import as_integer_array, check_labels, prepare_inputs
@@ -47,7 +57,8 @@ def value_and_grad(model, rng=None, **batch):
         **batch: the forward's arguments, with the labels its loss needs (``labels``, or
             ``start_positions`` and ``end_positions``).
     Returns:
-        ``(outputs, grads)``: ``outputs`` as ``model(**batch)`` returns them, computed by the book;
+        ``(outputs, grads)``: ``outputs`` as ``model(**batch)`` returns them (computed by the book
+        under the ``reference`` backend or with ``output_study=True``, else by the engine's pass);
         ``grads`` maps every checkpoint key of ``model.params`` to an array of its shape and the
         model's dtype (parameters the loss does not reach get zeros).
     """
@@ -65,14 +76,20 @@ def value_and_grad(model, rng=None, **batch):
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(f"value_and_grad: rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
     drop = Dropout(model.config, rng if rng is not None else model.dropout_rng) if model.training else NO_DROPOUT
-    with backend.use_backend("reference"), model.pinned_dropout(drop):
+    book = backend.active_backend() == "reference" or batch.get("output_study")
+    tape = None if book else Tape(backend.active_kernels())
+    with backend.use_backend("reference") if book else contextlib.nullcontext(), model.pinned_dropout(drop, tape):
         outputs = model(**batch, output_hidden_states=True, return_dict=True)
     config, tree = model.config, model.tree
     hidden = outputs.hidden_states[-1]  # [B, N, C]
     dhidden, head_grads = HEAD_BACKWARD[model.head](model, outputs, hidden, batch, drop)  # [B, N, C]
     tied = head_grads.pop(model.base_model_prefix, {})  # the masked-LM decoder's share of the word embeddings
-    backbone = backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config,
-                                 backbone_inputs(model, batch), drop)
+    inputs = backbone_inputs(model, batch)
+    if book:
+        backbone = backbone_backward(dhidden, outputs.hidden_states, tree[model.base_model_prefix], config, inputs,
+                                     drop)
+    else:
+        backbone = engine_backbone_backward(dhidden, tape, tree[model.base_model_prefix], config, inputs, drop)
     flat = flatten({**head_grads, model.base_model_prefix: add_grads(backbone, tied)})
     grads = {key: np.zeros_like(value) if key not in flat else np.asarray(flat[key], model.dtype)
              for key, value in model.params.items()}
