@@ -268,7 +268,8 @@ class DebertaV2PreTrainedModel:
 
     def train(self, mode=True, seed=None):
         """Training mode (``mode=True``): every call applies dropout (:mod:`pydeberta.dropout`),
-        with masks from a generator seeded by ``seed`` (fresh entropy when None), and runs the book.
+        with masks from a generator seeded by ``seed`` (fresh entropy when None), and runs the book
+        (:func:`pydeberta.training.value_and_grad` runs the engine's training pass instead).
         ``train(False)`` is :meth:`eval`. Returns the model, as transformers."""
         if not isinstance(mode, (bool, np.bool_)):
             raise TypeError(f"train(mode=...) must be True or False, got {mode!r}")

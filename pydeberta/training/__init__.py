@@ -1,4 +1,5 @@
-"""Training by the book: gradients of every parameter (:mod:`.gradients`), AdamW with the
+"""Training without a framework: gradients of every parameter (:mod:`.gradients`: the book's
+backward, or the engine's training pass, :mod:`pydeberta.engine.training`), AdamW with the
 linear schedule and gradient clipping (:mod:`.optim`), and fine-tuning on examples (:mod:`.finetune`)."""
 
 from .finetune import finetune
