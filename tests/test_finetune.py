@@ -188,6 +188,44 @@ def test_finetune_steps_equal_transformers_trainer(tokenizer, task):
     assert max(np.abs(value - initial[key]).max() for key, value in ours.params.items()) > 1e-3  # they moved
 
 
+def test_gradient_accumulation_equals_transformers_trainer(tokenizer):
+    """Seven examples in batches of 2 (2, 2, 2, 1 after each shuffle), 3 batches a step: the
+    epoch's steps take 3 batches and 1, each batch's loss divided by its window's batch count,
+    as transformers' Trainer does (``loss / current_gradient_accumulation_steps``); two epochs
+    with warm-up and decay equal that loop in torch on the same shuffles, in float64. No clipping
+    here: it would rescale every step to the same norm and hide a wrong share."""
+    fields = dict(tiny_config(tokenizer, dropout=0.0), problem_type="single_label_classification")
+    theirs = build_transformers_model(MODEL_CLASSES["text-classification"], fields, dtype=np.float64, seed=1)
+    ours = to_pydeberta(theirs, dtype=np.float64)
+    raw = who_acts(7, seed=4)
+    history = finetune(ours, tokenizer, raw, epochs=2, batch_size=2, gradient_accumulation_steps=3, lr=3e-3,
+                       warmup_ratio=0.25, weight_decay=0.1, max_grad_norm=None, seed=0)
+    assert [entry["step"] for entry in history] == [2, 4]
+
+    examples = examples_for(read_records(raw, "text-classification"), "text-classification", ours.config)
+    decayed = set(transformers.Trainer.get_decay_parameter_names(None, theirs))
+    named = list(theirs.named_parameters())
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in named if n in decayed], "weight_decay": 0.1},
+                                   {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}], lr=3e-3)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, 1, 4)  # ceil(0.25 * 4) warm-up steps
+    order_rng = np.random.default_rng(np.random.SeedSequence(0).spawn(2)[0])  # finetune's shuffles
+    theirs.train()
+    for _ in range(2):
+        order = order_rng.permutation(len(examples))
+        batches = [encode(tokenizer, [examples[i] for i in order[start:start + 2]], "text-classification", 128)
+                   for start in range(0, len(order), 2)]
+        for window in (batches[:3], batches[3:]):
+            optimizer.zero_grad()
+            for batch in window:
+                loss = theirs(**{key: torch.as_tensor(value) for key, value in batch.items()}).loss / len(window)
+                loss.backward()
+            optimizer.step()
+            scheduler.step()
+    state = {key: value.detach().numpy() for key, value in theirs.state_dict().items()}
+    for key, value in ours.params.items():
+        np.testing.assert_allclose(value, state[key], rtol=1e-8, atol=1e-9, err_msg=key)
+
+
 # --------------------------------------------------------------------------- learning
 def test_learns_who_acts_and_transformers_loads_the_checkpoint(tokenizer, hf_tokenizer, tmp_path):
     """A random 2-layer model (dropout 0.1) learns a task that needs word order (a bag of words
@@ -266,8 +304,8 @@ def write_jsonl(path, records):
 
 
 def test_command_end_to_end(tokenizer, tmp_path, capsys):
-    """``pydeberta finetune`` from a masked-LM folder with label names: the new head gets the
-    names, every epoch is printed, and transformers loads the folder and gets the printed eval
+    """``pydeberta finetune`` from a masked-LM folder with label names, two batches a step: the new
+    head gets the names, every epoch is printed, and transformers loads the folder and gets the printed eval
     loss and accuracy on the eval file."""
     start = tmp_path / "start"
     DebertaV2ForMaskedLM(DebertaV2Config(**tiny_config(tokenizer)), seed=0).save_pretrained(start)
@@ -278,11 +316,12 @@ def test_command_end_to_end(tokenizer, tmp_path, capsys):
     dev = write_jsonl(tmp_path / "dev.jsonl", dev_records)
     out = tmp_path / "out"
     status = cli.main(["finetune", "--model", str(start), "--train", str(train), "--eval", str(dev), "--out", str(out),
-                       "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "--json", "--seed", "1"])
+                       "--epochs", "2", "--batch-size", "8", "--gradient-accumulation-steps", "2", "--lr", "1e-3",
+                       "--json", "--seed", "1"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
     lines = [json.loads(line) for line in captured.out.splitlines()]
-    assert [line["epoch"] for line in lines] == [1, 2] and lines[-1]["step"] == 6
+    assert [line["epoch"] for line in lines] == [1, 2] and lines[-1]["step"] == 6  # 6 batches of 8 an epoch, 2 a step
     assert f"written to {out}" in captured.err
 
     theirs = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
@@ -347,6 +386,8 @@ def test_bad_arguments_are_named(tokenizer):
         finetune(classifier, tokenizer, train, task="ner")
     with pytest.raises(ValueError, match=r"epochs must be an integer >= 1, got 0"):
         finetune(classifier, tokenizer, train, epochs=0)
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps must be an integer >= 1, got 0"):
+        finetune(classifier, tokenizer, train, gradient_accumulation_steps=0)
     with pytest.raises(ValueError, match=r"warmup_ratio must lie in \[0, 1\], got 1.5"):
         finetune(classifier, tokenizer, train, warmup_ratio=1.5)
     with pytest.raises(ValueError, match=r"lr must lie in \[0, inf\], got -1.0"):

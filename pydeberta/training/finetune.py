@@ -283,19 +283,22 @@ def _whole(value, name, low):
 
 def finetune(model, tokenizer, train, eval=None, *, task="text-classification", epochs=3, batch_size=8, lr=5e-5,
              warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, max_length=128, no_decay=transformers_no_decay,
-             seed=42, out=None, progress=None, on_epoch=None):
+             gradient_accumulation_steps=1, seed=42, out=None, progress=None, on_epoch=None):
     """Fine-tune ``model`` on ``train``; returns the history, one dict per epoch.
 
     Each epoch visits the training examples in a new order (shuffled with ``seed``) in batches
-    of ``batch_size`` (the last one smaller), each padded to its own longest row. A step is::
+    of ``batch_size`` (the last one smaller), each padded to its own longest row. A step takes a
+    window of ``k = gradient_accumulation_steps`` batches (the epoch's last window may hold fewer,
+    ``n``) and averages their gradients, as transformers' ``Trainer`` (it divides each batch's
+    loss by ``n``)::
 
-        outputs, grads = value_and_grad(model, rng=dropout_rng, **batch)   (dropout on: model.train())
+        grads = sum over the window's batches of value_and_grad(model, rng=dropout_rng, **batch)[1] / n
         grads = clip_grad_norm(grads, max_grad_norm)                       (skipped when None or 0)
         model.load_state_dict(AdamW.step(model.params, grads))
 
-    with learning rate ``lr * LinearSchedule(ceil(warmup_ratio * T), T)(t)`` at step ``t`` of
-    ``T = epochs * ceil(len(train) / batch_size)``, and weight decay for the parameters
-    ``no_decay`` does not exempt (default: transformers' rule, biases and LayerNorm weights).
+    (dropout on: ``model.train()``), with learning rate ``lr * LinearSchedule(ceil(warmup_ratio * T), T)(t)``
+    at step ``t`` of ``T = epochs * ceil(ceil(len(train) / batch_size) / k)``, and weight decay for
+    the parameters ``no_decay`` does not exempt (default: transformers' rule, biases and LayerNorm weights).
     After each epoch the model is evaluated on ``eval`` (:func:`evaluate`). At the end the model
     is left in inference mode and, with ``out``, written there (:func:`save`).
 
@@ -305,17 +308,20 @@ def finetune(model, tokenizer, train, eval=None, *, task="text-classification", 
             new head).
         tokenizer: pydeberta's tokenizer (``AutoTokenizer.from_pretrained(folder)``).
         train, eval: examples, a list of dicts or a JSON-lines path (module docstring).
+        gradient_accumulation_steps: batches per optimiser step (memory of one batch, the step of
+            ``k`` batches).
         seed: the shuffling and dropout (two generators spawned from it).
         progress: a tqdm bar on standard error: None shows it when standard error is a terminal.
         on_epoch: called with each epoch's history entry as soon as it is complete.
     Returns:
         ``[{"epoch", "step", "learning_rate", "train_loss", "eval_loss", "eval_accuracy"}, ...]``:
         ``train_loss`` is the mean of the epoch's batch losses, ``learning_rate`` that of its last
-        step; the ``eval_`` entries only with ``eval``.
+        step, ``step`` the optimiser steps so far; the ``eval_`` entries only with ``eval``.
     """
     check_model(model, task)
     epochs, batch_size = _whole(epochs, "epochs", 1), _whole(batch_size, "batch_size", 1)
     max_length = _whole(max_length, "max_length", 4)
+    accumulation = _whole(gradient_accumulation_steps, "gradient_accumulation_steps", 1)
     warmup_ratio = check_number(warmup_ratio, "warmup_ratio", 0.0, 1.0)
     if max_grad_norm is not None:
         max_grad_norm = check_number(max_grad_norm, "max_grad_norm", 0.0)
@@ -323,8 +329,8 @@ def finetune(model, tokenizer, train, eval=None, *, task="text-classification", 
         raise OSError(f"out must be a folder to write the model to; {os.fspath(out)!r} is a file")
     train_examples = examples_for(read_records(train, task, "train"), task, model.config)
     eval_examples = None if eval is None else examples_for(read_records(eval, task, "eval"), task, model.config)
-    steps_per_epoch = math.ceil(len(train_examples) / batch_size)
-    total = epochs * steps_per_epoch
+    batch_starts = range(0, len(train_examples), batch_size)
+    total = epochs * math.ceil(len(batch_starts) / accumulation)
     optimizer = AdamW(model.params, lr=lr, weight_decay=weight_decay, no_decay=no_decay,
                       schedule=LinearSchedule(math.ceil(warmup_ratio * total), total))
     order_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
@@ -337,20 +343,26 @@ def finetune(model, tokenizer, train, eval=None, *, task="text-classification", 
             model.train()
             order = order_rng.permutation(len(train_examples))
             losses = []
-            for start in range(0, len(order), batch_size):
-                batch = encode(tokenizer, [train_examples[i] for i in order[start:start + batch_size]], task,
-                               max_length)
-                outputs, grads = value_and_grad(model, rng=dropout_rng, **batch)
-                loss = float(outputs.loss)
-                if not math.isfinite(loss):
-                    raise RuntimeError(f"finetune: the training loss is {loss} at epoch {epoch}, step "
-                                       f"{optimizer.steps + 1}: try a smaller learning rate (lr={lr})")
+            for first in range(0, len(batch_starts), accumulation):
+                window = batch_starts[first:first + accumulation]
+                grads = {}
+                for start in window:
+                    batch = encode(tokenizer, [train_examples[i] for i in order[start:start + batch_size]], task,
+                                   max_length)
+                    outputs, batch_grads = value_and_grad(model, rng=dropout_rng, **batch)
+                    loss = float(outputs.loss)
+                    if not math.isfinite(loss):
+                        raise RuntimeError(f"finetune: the training loss is {loss} at epoch {epoch}, step "
+                                           f"{optimizer.steps + 1}: try a smaller learning rate (lr={lr})")
+                    if len(window) > 1:  # each batch's share of the step, as Trainer's loss / n
+                        batch_grads = {key: value / len(window) for key, value in batch_grads.items()}
+                    grads = {key: grads[key] + value for key, value in batch_grads.items()} if grads else batch_grads
+                    losses.append(loss)
                 if max_grad_norm:
                     grads, _ = clip_grad_norm(grads, max_grad_norm)
                 learning_rate = optimizer.current_lr()
                 model.load_state_dict(optimizer.step(model.params, grads))
-                losses.append(loss)
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", refresh=False)
+                bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-len(window):]):.4f}", refresh=False)
                 bar.update(1)
             entry = {"epoch": epoch, "step": optimizer.steps, "learning_rate": learning_rate,
                      "train_loss": float(np.mean(losses))}
@@ -388,6 +400,8 @@ def add_arguments(parser):
     parser.add_argument("--out", required=True, help="folder to write the fine-tuned model and tokenizer to")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1,
+                        help="batches per optimiser step: the step of k batches in the memory of one")
     parser.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
     parser.add_argument("--warmup-ratio", type=float, default=0.0, help="share of the steps spent warming up")
     parser.add_argument("--weight-decay", type=float, default=0.0,
@@ -418,6 +432,7 @@ def run(args):
 
     finetune(model, tokenizer, args.train, args.eval, task=args.task, epochs=args.epochs, batch_size=args.batch_size,
              lr=args.lr, warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-             max_grad_norm=args.max_grad_norm, max_length=args.max_length, seed=args.seed, out=args.out,
+             max_grad_norm=args.max_grad_norm, max_length=args.max_length,
+             gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed, out=args.out,
              progress=True if args.progress else None, on_epoch=report)
     print(f"pydeberta finetune: model and tokenizer written to {args.out}", file=sys.stderr)
