@@ -18,6 +18,7 @@ Usage::
     python benchmarks/bench_training.py                       # B=8 N=128, 3 rounds of 3 steps
     python benchmarks/bench_training.py --shape 2x64 --rounds 2 --steps 2
     python benchmarks/bench_training.py --engines pydeberta,pydeberta-book,transformers   # the book too
+    python benchmarks/bench_training.py --engines pydeberta,pydeberta-numpy,transformers  # NumPy kernels
 """
 
 import argparse
@@ -71,6 +72,11 @@ def worker_pydeberta(B, N, warmup, steps, config, backend="auto"):
     return run_steps(step, warmup, steps)
 
 
+def worker_pydeberta_numpy(B, N, warmup, steps, config):
+    """The engine's pass with its NumPy kernels (the ``numpy`` backend): what the compiled ones add."""
+    return worker_pydeberta(B, N, warmup, steps, config, backend="numpy")
+
+
 def worker_pydeberta_book(B, N, warmup, steps, config):
     """The book's backward (the ``reference`` backend), for the engine's before/after."""
     return worker_pydeberta(B, N, warmup, steps, config, backend="reference")
@@ -110,7 +116,8 @@ def run_steps(step, warmup, steps):
     return {"times": times, "rss_mib": loaded / 1024, "peak_mib": status_kib("VmHWM") / 1024}
 
 
-WORKERS = {"pydeberta": worker_pydeberta, "pydeberta-book": worker_pydeberta_book, "transformers": worker_transformers}
+WORKERS = {"pydeberta": worker_pydeberta, "pydeberta-numpy": worker_pydeberta_numpy,
+           "pydeberta-book": worker_pydeberta_book, "transformers": worker_transformers}
 
 
 def main():
