@@ -217,7 +217,7 @@ def test_engine_pass_returns_the_books_attentions_and_study(engine):
         book, _ = value_and_grad(model, rng=np.random.default_rng(3), output_attentions=True, **batch)
     with use_backend(engine):
         out, _ = value_and_grad(model, rng=np.random.default_rng(3), output_attentions=True, **batch)
-        study, study_grads = value_and_grad(model, rng=np.random.default_rng(3), output_study=True, **batch)
+        study, _ = value_and_grad(model, rng=np.random.default_rng(3), output_study=True, **batch)
     assert len(out.attentions) == 2 and np.any(out.attentions[0] == 0)  # dropped entries
     for mine, theirs in zip(out.attentions, book.attentions):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)
