@@ -72,12 +72,13 @@ class Tape:
 
     :meth:`backbone` runs the forward (what :meth:`~pydeberta.modeling.DebertaV2PreTrainedModel.run_backbone`
     calls while :func:`pydeberta.training.value_and_grad` has pinned a tape) and keeps each layer's
-    :class:`LayerTape`, the relative table and index, and the pre-convolution output of layer 0.
+    :class:`LayerTape`, the visible (query, key) pairs, the relative table and index, and the
+    pre-convolution output of layer 0.
     """
 
     def __init__(self, kernels):
         self.kernels = kernels
-        self.layers, self.table, self.index, self.layer0_output = [], None, None, None
+        self.layers, self.visible, self.table, self.index, self.layer0_output = [], None, None, None, None
 
     def backbone(self, params, config, inputs, drop, output_attentions=False):
         """The forward of :func:`pydeberta.model.backbone` with dropout ``drop``, recording.
@@ -89,15 +90,15 @@ class Tape:
         x = embeddings(params["embeddings"], config, inputs, drop)  # [B, N, C]
         encoder_params, mask = params["encoder"], inputs.attention_mask
         N = x.shape[1]
-        visible = (mask[:, None, :, None] * mask[:, None, None, :]).astype(bool)  # [B, 1, N, N]
+        self.visible = (mask[:, None, :, None] * mask[:, None, None, :]).astype(bool)  # [B, 1, N, N]
         if config.relative_attention:
             self.table = relative_embeddings(encoder_params, config)  # [2S, C]
             self.index = relative_index(N, N, config.att_span, config.position_buckets, config.max_relative_span)
         hidden_states, attentions = [x], []
         for i, layer in enumerate(encoder_params["layer"]):
             layer_drop = drop.scope(f"layer.{i}")
-            y, tape = encoder_layer(hidden_states[-1], layer, config, visible, self.table, self.index, layer_drop,
-                                    self.kernels)
+            y, tape = encoder_layer(hidden_states[-1], layer, config, self.visible, self.table, self.index,
+                                    layer_drop, self.kernels)
             if i == 0 and "conv" in encoder_params:
                 self.layer0_output = y
                 y, _ = conv_layer(x, y, mask.astype(x.dtype), encoder_params["conv"], config, drop)
@@ -245,7 +246,6 @@ def backbone_backward(grad, tape, params, config, inputs, drop):
         ``grads`` shaped like ``params``.
     """
     encoder_params, mask = params["encoder"], inputs.attention_mask
-    visible = (mask[:, None, :, None] * mask[:, None, None, :]).astype(bool)  # [B, 1, N, N]
     layers = encoder_params["layer"]
     grads = {"layer": [None] * len(layers)}
     dtable, dx0 = None, 0  # the sum over layers of the table's gradient; the conv's share of dE0
@@ -255,8 +255,8 @@ def backbone_backward(grad, tape, params, config, inputs, drop):
             dx0, grad, grads["conv"] = conv_layer_backward(grad, tape.layers[0].x, tape.layer0_output,
                                                            mask.astype(grad.dtype), encoder_params["conv"], config,
                                                            drop)
-        grad, grads["layer"][i], dtable_i = encoder_layer_backward(grad, tape.layers[i], layers[i], config, visible,
-                                                                    tape.index, layer_drop, tape.kernels)
+        grad, grads["layer"][i], dtable_i = encoder_layer_backward(grad, tape.layers[i], layers[i], config,
+                                                                    tape.visible, tape.index, layer_drop, tape.kernels)
         if dtable_i is not None:
             dtable = dtable_i if dtable is None else dtable + dtable_i
     if tape.table is not None:
